@@ -1,0 +1,71 @@
+"""DuckDB views over a build: every node, every output, ``rejects``, ``runs`` and ``nodes``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.store import DATA, REJECTS
+
+REJECTS_EMPTY = ("SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS node, NULL::VARCHAR AS reason, "
+                 "NULL::DOUBLE AS score, NULL::VARCHAR AS detail WHERE false")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def connect(out: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with views on the latest build in ``out``."""
+    out = Path(out)
+    manifest_path = out / "manifest.json"
+    if not manifest_path.exists():
+        raise DataflowError(f"no build found in {out}/ (no manifest.json); run `dataflow build PIPELINE.py"
+                            f" --out {out}` first, or pass --out to point at a build")
+    manifest = json.loads(manifest_path.read_text())
+    con = duckdb.connect()
+    nodes = manifest["nodes"]
+    rejects = []
+    for name, node in nodes.items():
+        entry = out / node["store"]
+        if (entry / REJECTS).exists():
+            rejects.append(entry / REJECTS)
+        if node["status"] == "view" or (not (entry / DATA).exists() and (entry / REJECTS).exists()):
+            parent = node["inputs"][0]
+            con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM {_quote(parent)} WHERE id NOT IN "
+                        f"(SELECT id FROM read_parquet({_literal(entry / REJECTS)}))")
+        else:
+            con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(entry / DATA)})")
+    for name in manifest["outputs"]:
+        if name not in nodes:
+            con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(out / name / DATA)})")
+    if rejects:
+        files = "[" + ", ".join(_literal(p) for p in rejects) + "]"
+        con.execute(f"CREATE VIEW rejects AS SELECT * FROM read_parquet({files}, union_by_name=true)")
+    else:
+        con.execute(f"CREATE VIEW rejects AS {REJECTS_EMPTY}")
+    runs = out / ".dataflow" / "runs.jsonl"
+    con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs)})")
+    table = pl.DataFrame([{k: node.get(k) for k in ("name", "op", "status", "rows_in", "rows_out", "rejected",
+                                                    "seconds", "reason", "fingerprint")}
+                          for node in nodes.values()])
+    con.register("nodes", table.to_arrow())
+    return con
+
+
+def query(out: Path, sql: str) -> pl.DataFrame:
+    con = connect(out)
+    try:
+        return con.sql(sql).pl()
+    except duckdb.Error as exc:
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+        raise DataflowError(f"query failed: {str(exc).splitlines()[0]}. Available views: "
+                            f"{', '.join(sorted(views + ['nodes']))}") from exc

@@ -1,0 +1,166 @@
+"""The ``dataflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dataflow.errors import DataflowError
+
+DESCRIPTION = """\
+dataflow builds post-training datasets from a pipeline file (a DAG of operators).
+
+commands:
+  build PIPELINE.py   build the pipeline; only nodes whose inputs, code or parameters
+                      changed are rebuilt. --dry-run shows the plan and why.
+  query "SQL"         SQL (DuckDB) over the last build: every node and output is a view
+                      named after it, plus `rejects` (dropped rows with reasons), `runs`
+                      (build history) and `nodes` (per-node stats).
+  show NAME           the first rows and the schema of a node or output.
+  clean               delete cached node results that no build references.
+
+exit status: 0 on success, 1 on an error (explained in one paragraph), 130 when interrupted.
+"""
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise DataflowError(f"--set {pair}: expected name=value")
+        key, value = pair.split("=", 1)
+        values[key.strip()] = value
+    return values
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from dataflow.build import build, load_pipeline, plan
+    from dataflow.progress import make_progress, print_summary
+
+    pipeline = load_pipeline(args.pipeline, _settings(args.set))
+    if args.dry_run:
+        compiled, plans = plan(pipeline, args.out, tuple(args.rebuild))
+        for name in compiled.order:
+            p = plans[name]
+            print(f"{name:<24} {'cached' if p.cached else 'build'}  {p.reason}".rstrip())
+        to_build = sum(not p.cached for p in plans.values())
+        print(f"{to_build} of {len(plans)} node(s) to build")
+        return 0
+    progress = make_progress()
+    try:
+        report = build(pipeline, args.out, progress, tuple(args.rebuild))
+    finally:
+        progress.close()
+    print_summary(report.stats)
+    if report.nothing_done:
+        print(f"nothing to do: all {len(report.stats)} nodes are cached and the outputs are up to date")
+    else:
+        built = sum(s.status != "cached" for s in report.stats)
+        print(f"built {built} of {len(report.stats)} node(s) in {report.seconds:.2f}s; outputs in {args.out}/")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from dataflow.catalog import query
+
+    print_frame(query(args.out, args.sql), args.format)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from dataflow.catalog import connect
+
+    con = connect(args.out)
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if args.name not in views:
+        raise DataflowError(f"no node or output named '{args.name}'; there are: {', '.join(sorted(views))}")
+    total = con.sql(f'SELECT count(*) FROM "{args.name}"').fetchall()[0][0]
+    frame = con.sql(f'SELECT * FROM "{args.name}" LIMIT {int(args.limit)}').pl()
+    print(f"{args.name}: {total:,} rows; columns: " + ", ".join(f"{c} ({t})" for c, t in frame.schema.items()))
+    print_frame(frame, args.format)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    import json
+
+    from dataflow.store import Store
+
+    store = Store(args.out)
+    keep = set()
+    for manifest in (store.root / "builds").glob("*.json"):
+        keep |= {n["fingerprint"] for n in json.loads(manifest.read_text())["nodes"].values()}
+    store.lock()
+    try:
+        removed, freed = store.clean(keep)
+    finally:
+        store.unlock()
+    print(f"removed {removed} unreferenced cache entr{'y' if removed == 1 else 'ies'} ({freed / 1e6:.1f} MB)")
+    return 0
+
+
+def print_frame(frame, fmt: str) -> None:
+    import polars as pl
+
+    if fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(frame.write_json() + "\n")
+    else:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=160,
+                       tbl_hide_dataframe_shape=True):
+            print(frame)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="dataflow", description=DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def out_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", type=Path, default=Path("out"), help="build directory (default: out)")
+
+    b = sub.add_parser("build", help="build a pipeline file")
+    b.add_argument("pipeline", help="path of the pipeline .py file")
+    out_option(b)
+    b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a pipeline parameter (repeatable)")
+    b.add_argument("--dry-run", action="store_true", help="print each node as cached or to build, and why")
+    b.add_argument("--rebuild", action="append", default=[], metavar="NODE",
+                   help="rebuild NODE and everything downstream even if cached (repeatable)")
+    b.set_defaults(run=cmd_build)
+
+    q = sub.add_parser("query", help="run SQL over the last build")
+    q.add_argument("sql")
+    out_option(q)
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.set_defaults(run=cmd_query)
+
+    s = sub.add_parser("show", help="show a node or output")
+    s.add_argument("name")
+    out_option(s)
+    s.add_argument("--limit", type=int, default=10)
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.set_defaults(run=cmd_show)
+
+    c = sub.add_parser("clean", help="delete cache entries no build references")
+    out_option(c)
+    c.set_defaults(run=cmd_clean)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DataflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished nodes are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Declared outputs under ``<out>/<name>/``: the data, a dataset card and the fingerprint."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from dataflow.compiler import CompiledPipeline
+from dataflow.executor import NodeStats
+from dataflow.store import DATA, Store, now
+
+FINGERPRINT_FILE = ".fingerprint"
+
+
+def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> bool:
+    """Materialize output ``name``; returns False when it was already up to date."""
+    node = stats[compiled.outputs[name]]
+    target = store.out / name
+    marker = target / FINGERPRINT_FILE
+    if marker.exists() and marker.read_text() == node.fingerprint:
+        return False
+    tmp = store.tmp / f"out-{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp.mkdir(parents=True)
+    stored = store.entry(node.fingerprint) / DATA
+    if stored.exists():
+        _link_or_copy(stored, tmp / DATA)
+    else:  # a view: write its rows
+        store.scan(node.fingerprint).sink_parquet(tmp / DATA, compression="zstd")
+    (tmp / "README.md").write_text(dataset_card(compiled, name, stats))
+    (tmp / FINGERPRINT_FILE).write_text(node.fingerprint)
+    if target.exists():
+        old = store.tmp / f"old-{name}.{secrets.token_hex(4)}"
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+    return True
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _lineage(compiled: CompiledPipeline, name: str) -> list[str]:
+    """The node and its ancestors, sources first."""
+    seen: list[str] = []
+
+    def visit(n: str) -> None:
+        for ref in compiled.nodes[n].inputs:
+            visit(ref)
+        if n not in seen:
+            seen.append(n)
+
+    visit(name)
+    return seen
+
+
+def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> str:
+    node_name = compiled.outputs[name]
+    node = stats[node_name]
+    pipeline = compiled.pipeline
+    lines = [
+        f"# {name}", "",
+        f"Output `{name}` of the dataflow pipeline `{pipeline.name}` (node `{node_name}`), "
+        f"built {now()}.", "",
+        pipeline.description, "",
+        f"- rows: {node.rows_out:,}",
+        f"- fingerprint: `{node.fingerprint}`",
+        f"- parameters: {', '.join(f'{k}={v!r}' for k, v in pipeline.params.items()) or 'none'}", "",
+        "## Columns", "", "| column | type |", "| --- | --- |",
+        *[f"| {col} | {dtype} |" for col, dtype in node.schema.items()], "",
+        "## How it was made", "", "| step | operator | rows in | rows out | rejected |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for step in _lineage(compiled, node_name):
+        s = stats[step]
+        rows_in = "" if s.rows_in is None else f"{s.rows_in:,}"
+        lines.append(f"| {step} | {s.op} | {rows_in} | {s.rows_out:,} | {s.rejected:,} |")
+    lines += ["", "## Load it", "", "```python",
+              "import polars as pl",
+              f'df = pl.read_parquet("{name}/{DATA}")',
+              "from datasets import load_dataset",
+              f'ds = load_dataset("parquet", data_files="{name}/{DATA}", split="train")',
+              "```", "",
+              f"Rejected rows of every step: `dataflow query \"select * from rejects\"`.", ""]
+    return "\n".join(lines)

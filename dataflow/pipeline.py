@@ -1,0 +1,262 @@
+"""The pipeline API: nodes are operators applied to upstream nodes; building does no work.
+
+    p = Pipeline("quickstart")
+    raw = p.read_jsonl("data/instructions.jsonl", on_error="reject")
+    chats = raw.apply(ToConversation())
+    p.output("sft", chats.dedup("messages"))
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.operator import Operator
+from dataflow.sources import FromRows, ReadCsv, ReadHF, ReadJson, ReadJsonl, ReadParquet
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Parameter values given on the command line (``--set name=value``), read by Pipeline.param.
+_overrides: dict[str, str] = {}
+_used_overrides: set[str] = set()
+
+
+@dataclass
+class NodeSpec:
+    """A node as declared: its name, operator and upstream node names."""
+
+    name: str
+    op: Operator
+    inputs: list[str]
+
+
+class Pipeline:
+    """A DAG of nodes. Relative file paths resolve against the directory of the file that
+    created the pipeline, so a build works from any working directory."""
+
+    def __init__(self, name: str, description: str = ""):
+        self.name = name
+        self.description = description
+        self.nodes: dict[str, NodeSpec] = {}
+        self.outputs: dict[str, str] = {}
+        self.params: dict[str, Any] = {}
+        self.problems: list[str] = []  # declaration problems, reported by compile
+        caller = inspect.stack()[1].filename
+        self.base_dir = Path(caller).resolve().parent if Path(caller).exists() else Path.cwd()
+
+    # -- parameters --------------------------------------------------------------------------
+    def param(self, name: str, default: Any, help: str = "") -> Any:
+        """A build parameter; ``dataflow build --set name=value`` overrides the default."""
+        value = default
+        if name in _overrides:
+            _used_overrides.add(name)
+            value = _parse_value(name, _overrides[name], default)
+        self.params[name] = value
+        return value
+
+    # -- sources -----------------------------------------------------------------------------
+    def read_jsonl(self, path: str | Path, *, name: str | None = None, on_error: str = "raise") -> Node:
+        return self.add(ReadJsonl(self._path(path), on_error=on_error), name=name)
+
+    def read_json(self, path: str | Path, *, name: str | None = None) -> Node:
+        return self.add(ReadJson(self._path(path)), name=name)
+
+    def read_parquet(self, path: str | Path, *, name: str | None = None) -> Node:
+        return self.add(ReadParquet(self._path(path)), name=name)
+
+    def read_csv(self, path: str | Path, *, name: str | None = None, separator: str = ",") -> Node:
+        return self.add(ReadCsv(self._path(path), separator=separator), name=name)
+
+    def read_hf(self, dataset: Any, *, split: str | None = None, name: str | None = None) -> Node:
+        """A ``datasets.Dataset``/``DatasetDict`` object, or the directory of a saved one."""
+        if isinstance(dataset, (str, Path)):
+            dataset = self._path(dataset)
+        return self.add(ReadHF(dataset, split=split), name=name)
+
+    def from_rows(self, rows: list[dict], *, name: str | None = None) -> Node:
+        return self.add(FromRows(tuple(rows)), name=name)
+
+    def _path(self, path: str | Path) -> Path:
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    # -- graph -------------------------------------------------------------------------------
+    def add(self, op: Operator, *inputs: Node | str, name: str | None = None) -> Node:
+        """Add a node applying ``op`` to upstream nodes (given as nodes or by name)."""
+        if not isinstance(op, Operator):
+            raise DataflowError(f"expected an Operator, got {type(op).__name__}: {op!r}")
+        name = name or self._fresh_name(op.label())
+        if not NAME_PATTERN.match(name):
+            self.problems.append(f"node name {name!r} is not an identifier (letters, digits, _): rename it")
+        if name in self.nodes:
+            self.problems.append(f"node name '{name}' is used twice: give one of them another name=")
+        upstream = [i.name if isinstance(i, Node) else i for i in inputs]
+        self.nodes[name] = NodeSpec(name, op, upstream)
+        return Node(self, name)
+
+    def _fresh_name(self, label: str) -> str:
+        base = re.sub(r"\W", "_", label).strip("_") or "node"
+        base = base if NAME_PATTERN.match(base) else f"n_{base}"
+        name, n = base, 2
+        while name in self.nodes:
+            name, n = f"{base}_{n}", n + 1
+        return name
+
+    def concat(self, *nodes: Node | str, name: str | None = None) -> Node:
+        from dataflow.operators.combine import Concat
+
+        return self.add(Concat(), *nodes, name=name)
+
+    def output(self, name: str, node: Node | str) -> None:
+        """Declare a named output: materialized under ``<out>/<name>/``."""
+        if name in self.outputs:
+            self.problems.append(f"output name '{name}' is declared twice: choose another name")
+        if not NAME_PATTERN.match(name):
+            self.problems.append(f"output name {name!r} is not an identifier (letters, digits, _): rename it")
+        self.outputs[name] = node.name if isinstance(node, Node) else node
+
+    def compile(self):
+        """Check the whole DAG (see ``dataflow.compiler``); raises CompileError listing problems."""
+        from dataflow.compiler import compile_pipeline
+
+        return compile_pipeline(self)
+
+
+class Node:
+    """A handle on a pipeline node; its methods add downstream nodes."""
+
+    def __init__(self, pipeline: Pipeline, name: str):
+        self.pipeline, self.name = pipeline, name
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r})"
+
+    def apply(self, op: Operator, *others: Node | str, name: str | None = None) -> Node:
+        return self.pipeline.add(op, self, *others, name=name)
+
+    def filter(self, predicate: pl.Expr | Callable[[dict], bool], *, reason: str = "",
+               score: str | None = None, inputs: dict[str, Any] | None = None,
+               name: str | None = None) -> Node:
+        """Keep rows matching a polars expression, or for which ``fn(row)`` is true.
+
+        Dropped rows go to rejects with ``reason``. A Python function sees ``id`` and the
+        ``inputs`` columns (default: all columns).
+        """
+        from dataflow.operators.basic import Filter
+        from dataflow.operators.functions import RowFilter
+
+        if isinstance(predicate, pl.Expr):
+            return self.apply(Filter(predicate, reason=reason, score=score), name=name)
+        return self.apply(RowFilter(predicate, inputs or {}, reason=reason), name=name)
+
+    def map(self, fn: Callable[[dict], dict] | None = None, *, outputs: dict[str, Any] | None = None,
+            inputs: dict[str, Any] | None = None, on_error: str = "raise", name: str | None = None,
+            **exprs: pl.Expr) -> Node:
+        """Add columns: by polars expressions (``map(n=pl.col("text").str.len_chars())``) or by a
+        row function returning a dict of the declared ``outputs``."""
+        from dataflow.operators.basic import WithColumns
+        from dataflow.operators.functions import RowFunction
+
+        if fn is None:
+            return self.apply(WithColumns(exprs), name=name)
+        if outputs is None:
+            raise DataflowError(f"map({getattr(fn, '__name__', fn)}): declare outputs={{column: type}}")
+        return self.apply(RowFunction(fn, inputs or {}, outputs, on_error), name=name)
+
+    def map_batches(self, fn: Callable[[pl.DataFrame], pl.DataFrame], *, outputs: dict[str, Any],
+                    inputs: dict[str, Any] | None = None, name: str | None = None) -> Node:
+        from dataflow.operators.functions import BatchFunction
+
+        return self.apply(BatchFunction(fn, inputs or {}, outputs), name=name)
+
+    def select(self, *columns: str, name: str | None = None) -> Node:
+        from dataflow.operators.basic import Select
+
+        return self.apply(Select(tuple(columns)), name=name)
+
+    def drop(self, *columns: str, name: str | None = None) -> Node:
+        from dataflow.operators.basic import Drop
+
+        return self.apply(Drop(tuple(columns)), name=name)
+
+    def rename(self, mapping: dict[str, str], *, name: str | None = None) -> Node:
+        from dataflow.operators.basic import Rename
+
+        return self.apply(Rename(mapping), name=name)
+
+    def cast(self, dtypes: dict[str, Any], *, name: str | None = None) -> Node:
+        from dataflow.operators.basic import Cast
+
+        return self.apply(Cast(dtypes), name=name)
+
+    def limit(self, n: int, *, name: str | None = None) -> Node:
+        from dataflow.operators.basic import Limit
+
+        return self.apply(Limit(n), name=name)
+
+    def sample(self, n: int | None = None, *, fraction: float | None = None, seed: int = 0,
+               name: str | None = None) -> Node:
+        from dataflow.operators.sampling import Sample
+
+        return self.apply(Sample(n=n, fraction=fraction, seed=seed), name=name)
+
+    def split(self, *, eval_fraction: float | None = None, eval_size: int | None = None, seed: int = 0,
+              stratify: str | None = None, names: tuple[str, str] = ("train", "eval")) -> tuple[Node, Node]:
+        """Two nodes, train and eval, from a seeded (optionally stratified) split."""
+        from dataflow.operators.sampling import SplitPart
+
+        parts = [self.apply(SplitPart(part, eval_fraction, eval_size, seed, stratify), name=part_name)
+                 for part, part_name in zip(("train", "eval"), names)]
+        return parts[0], parts[1]
+
+    def dedup(self, *columns: str, normalize: bool | tuple[str, ...] = True, name: str | None = None) -> Node:
+        from dataflow.operators.dedup import ExactDedup
+
+        return self.apply(ExactDedup(tuple(columns), normalize=normalize), name=name)
+
+    def join(self, other: Node | str, *, on: str | list[str], how: str = "inner", name: str | None = None) -> Node:
+        from dataflow.operators.combine import Join
+
+        keys = (on,) if isinstance(on, str) else tuple(on)
+        return self.apply(Join(keys, how=how), other, name=name)
+
+    def validate(self, schema: str, *, on_error: str = "reject", name: str | None = None) -> Node:
+        from dataflow.operators.formats import Validate
+
+        return self.apply(Validate(schema, on_error=on_error), name=name)
+
+
+def _parse_value(name: str, text: str, default: Any) -> Any:
+    """Convert a ``--set`` string to the type of the parameter's default."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, str):
+            return text
+        return json.loads(text)
+    except ValueError as exc:
+        kind = type(default).__name__
+        raise DataflowError(f"--set {name}={text}: not a valid {kind} ({exc}); the default is {default!r}") from exc
+
+
+def set_overrides(values: dict[str, str]) -> None:
+    _overrides.clear()
+    _overrides.update(values)
+    _used_overrides.clear()
+
+
+def unused_overrides() -> list[str]:
+    return sorted(set(_overrides) - _used_overrides)

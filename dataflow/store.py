@@ -1,0 +1,146 @@
+"""The content-addressed store under ``<out>/.dataflow/``.
+
+Each built node is a directory ``cache/<fingerprint>/`` holding ``data.parquet`` (zstd), its
+``rejects.parquet`` if it dropped rows, and ``meta.json``. A node is written under ``tmp/`` and
+renamed into place when complete, so a crash never leaves a half node that looks done. A view
+node (a filter) stores only its rejects: its rows are its input's rows minus those.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.operator import REJECTS_SCHEMA
+
+DATA, REJECTS, META = "data.parquet", "rejects.parquet", "meta.json"
+
+
+class Store:
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.root = self.out / ".dataflow"
+        self.cache = self.root / "cache"
+        self.tmp = self.root / "tmp"
+        self._lock_file = None
+
+    def entry(self, fingerprint: str) -> Path:
+        return self.cache / fingerprint
+
+    def has(self, fingerprint: str) -> bool:
+        return (self.entry(fingerprint) / META).exists()
+
+    def meta(self, fingerprint: str) -> dict[str, Any]:
+        return json.loads((self.entry(fingerprint) / META).read_text())
+
+    def scan(self, fingerprint: str) -> pl.LazyFrame:
+        """The rows of a stored node (a view resolves through its input)."""
+        meta = self.meta(fingerprint)
+        if meta.get("view_of"):
+            rejected = pl.scan_parquet(self.entry(fingerprint) / REJECTS).select("id")
+            return self.scan(meta["view_of"]).join(rejected, on="id", how="anti", maintain_order="left")
+        return pl.scan_parquet(self.entry(fingerprint) / DATA)
+
+    def rejects(self, fingerprint: str) -> Path | None:
+        path = self.entry(fingerprint) / REJECTS
+        return path if path.exists() else None
+
+    # -- writing -----------------------------------------------------------------------------
+    def begin(self, fingerprint: str) -> Path:
+        """A fresh temporary directory for a node being built."""
+        path = self.tmp / f"{fingerprint}.{os.getpid()}.{secrets.token_hex(4)}"
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, tmp: Path, fingerprint: str, meta: dict[str, Any]) -> None:
+        """Write meta.json and move the finished node into place atomically."""
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        final = self.entry(fingerprint)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # a forced rebuild replaces the old entry
+            old = self.tmp / f"old.{fingerprint}.{secrets.token_hex(4)}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+
+    def discard(self, tmp: Path) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- housekeeping ------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Hold the out directory for one build at a time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / "lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataflowError(f"another build is running in {self.out}; wait for it to finish "
+                                f"or use another --out directory") from None
+
+    def unlock(self) -> None:
+        if self._lock_file:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def remove_stale_tmp(self) -> None:
+        """Remove temporary directories left by builds that are no longer running."""
+        if not self.tmp.exists():
+            return
+        for path in self.tmp.iterdir():
+            parts = path.name.split(".")
+            pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+            if pid is None or not _alive(pid) or pid == os.getpid():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def clean(self, keep: set[str]) -> tuple[int, int]:
+        """Delete cache entries whose fingerprint is not in ``keep``; (entries, bytes) freed."""
+        removed = freed = 0
+        if not self.cache.exists():
+            return 0, 0
+        for entry in self.cache.iterdir():
+            if entry.name not in keep:
+                freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+                shutil.rmtree(entry)
+                removed += 1
+        self.remove_stale_tmp()
+        return removed, freed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def normalize_rejects(rejects: pl.LazyFrame | pl.DataFrame, node: str) -> pl.LazyFrame:
+    """Rejects in the common schema: id, node, reason, score, detail."""
+    frame = rejects.lazy()
+    have = frame.collect_schema()
+    columns = []
+    for name, dtype in REJECTS_SCHEMA.items():
+        if name == "node":
+            columns.append(pl.lit(node, pl.String).alias("node"))
+        elif name in have:
+            columns.append(pl.col(name).cast(dtype))
+        else:
+            columns.append(pl.lit(None, dtype).alias(name))
+    return frame.select(columns)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
