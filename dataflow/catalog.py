@@ -56,6 +56,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs)})")
     table = pl.DataFrame([{k: node.get(k) for k in ("name", "op", "status", "rows_in", "rows_out", "rejected",
                                                     "seconds", "reason", "fingerprint")}
+                           | {"metrics": json.dumps(node.get("metrics") or {})}
                           for node in nodes.values()])
     con.register("nodes", table.to_arrow())
     return con

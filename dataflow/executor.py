@@ -35,6 +35,7 @@ class NodeStats:
     seconds: float
     reason: str = ""
     schema: dict[str, str] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # what the operator reported via Context
 
 
 @dataclass
@@ -43,6 +44,7 @@ class _Pending:
     tmp: Path
     sinks: list[pl.LazyFrame]
     started: float
+    ctx: Context
 
 
 def count_rows(path: Path) -> int:
@@ -75,7 +77,8 @@ class LocalExecutor:
         meta = self.store.meta(fp)
         self.frames[name] = self.store.scan(fp)
         self.stats[name] = NodeStats(name, meta["op"], "cached", fp, meta.get("rows_in"), meta["rows"],
-                                     meta["rejected"], 0.0, schema=meta["schema"])
+                                     meta["rejected"], 0.0, schema=meta["schema"],
+                                     metrics=meta.get("metrics", {}))
         self.progress.cached(self.stats[name])
 
     def _build(self, name: str) -> None:
@@ -100,10 +103,10 @@ class LocalExecutor:
                                      {k: str(v) for k, v in node.schema.items()})
         if node.op.is_view:
             self.frames[name] = output
-            self.pending.append(_Pending(name, tmp, sinks, started))
+            self.pending.append(_Pending(name, tmp, sinks, started, ctx))
             return
         sinks.append(output.sink_parquet(tmp / DATA, compression="zstd", lazy=True))
-        self._flush(sinks, _Pending(name, tmp, sinks, started))
+        self._flush(sinks, _Pending(name, tmp, sinks, started, ctx))
         self.frames[name] = self.store.scan(plan.fingerprint)
 
     def _flush(self, sinks: list[pl.LazyFrame], job: _Pending | None) -> None:
@@ -138,11 +141,13 @@ class LocalExecutor:
         else:
             stats.rows_out = count_rows(job.tmp / DATA)
         stats.seconds = time.perf_counter() - job.started
+        stats.metrics = dict(job.ctx.metrics)
         node = self.compiled.nodes[job.name]
         view_of = self.plans[node.inputs[0]].fingerprint if stats.status == "view" else None
         self.store.commit(job.tmp, stats.fingerprint, {
             "node": job.name, "op": stats.op, "fingerprint": stats.fingerprint, "view_of": view_of,
             "rows_in": stats.rows_in, "rows": stats.rows_out, "rejected": stats.rejected,
-            "schema": stats.schema, "seconds": round(stats.seconds, 3), "built_at": now(),
+            "schema": stats.schema, "metrics": stats.metrics, "seconds": round(stats.seconds, 3),
+            "built_at": now(),
         })
         self.progress.finish(stats)

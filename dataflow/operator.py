@@ -9,7 +9,7 @@ which executor runs them or in how many processes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -29,10 +29,19 @@ class Context:
     workdir: Path
     rows_in: int | None = None
     report: Callable[[int], None] = lambda rows: None
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def progress(self, rows: int) -> None:
         """Report that ``rows`` more input rows were processed."""
         self.report(rows)
+
+    def count(self, metric: str, amount: int | float = 1) -> None:
+        """Add to a node metric shown in the build summary (e.g. ``llm_calls``, ``cache_hits``)."""
+        self.metrics[metric] = self.metrics.get(metric, 0) + amount
+
+    def record(self, metric: str, value: Any) -> None:
+        """Set a node metric shown in the build summary (e.g. ``distinct_2``)."""
+        self.metrics[metric] = value
 
 
 @dataclass

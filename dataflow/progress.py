@@ -101,8 +101,20 @@ def summary_rows(stats: list[NodeStats]) -> list[list[str]]:
 SUMMARY_HEADER = ["node", "status", "rows in", "rows out", "rejected", "seconds", "why built"]
 
 
+def _metric(value) -> str:
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def print_summary(stats: list[NodeStats], stream: TextIO = sys.stdout) -> None:
-    rows = summary_rows(stats)
+    """The per-node table, then the metrics operators reported, one line per node."""
+    _print_table(summary_rows(stats), stream)
+    for s in stats:
+        if s.metrics:
+            shown = ", ".join(f"{k}={_metric(v)}" for k, v in s.metrics.items())
+            print(f"  {s.name}: {shown}", file=stream)
+
+
+def _print_table(rows: list[list[str]], stream: TextIO) -> None:
     if stream.isatty():
         from rich.console import Console
         from rich.table import Table
