@@ -69,4 +69,4 @@ def query(out: Path, sql: str) -> pl.DataFrame:
     except duckdb.Error as exc:
         views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
         raise DataflowError(f"query failed: {str(exc).splitlines()[0]}. Available views: "
-                            f"{', '.join(sorted(views + ['nodes']))}") from exc
+                            f"{', '.join(sorted(views))}") from exc

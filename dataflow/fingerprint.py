@@ -64,7 +64,10 @@ def canonical(value: Any, _seen: frozenset[int] = frozenset()) -> Any:
         return {"class": qualified_name(type(value)), "fields": canonical(fields, _seen)}
     if callable(value):
         return function_identity(value, _seen)
-    return {"repr": repr(value)}
+    text = repr(value)
+    if " at 0x" in text:  # a default repr holds a memory address: identify by type only
+        return {"object": qualified_name(type(value))}
+    return {"repr": text}
 
 
 def _expr_text(expr: pl.Expr) -> str:

@@ -22,6 +22,23 @@ from dataflow.operator import Operator
 from dataflow.sources import FromRows, ReadCsv, ReadHF, ReadJson, ReadJsonl, ReadParquet
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# DuckDB's reserved keywords: node and output names are SQL view names, usable without quotes.
+SQL_RESERVED = frozenset("""
+    all analyse analyze and any array as asc asymmetric both case cast check collate column
+    constraint create default deferrable desc describe distinct do else end except false fetch for
+    foreign from group having in initially intersect into lambda lateral leading limit not null
+    offset on only or order pivot pivot_longer pivot_wider placing primary qualify references
+    returning select show some summarize symmetric table then to trailing true union unique unpivot
+    using variadic when where window with
+""".split())
+
+
+def name_problem(kind: str, name: str) -> str | None:
+    if not NAME_PATTERN.match(name):
+        return f"{kind} name {name!r} is not an identifier (letters, digits, _): rename it"
+    if name.lower() in SQL_RESERVED:
+        return f"{kind} name '{name}' is an SQL keyword, so queries would need it quoted: rename it"
+    return None
 
 # Parameter values given on the command line (``--set name=value``), read by Pipeline.param.
 _overrides: dict[str, str] = {}
@@ -93,17 +110,19 @@ class Pipeline:
         if not isinstance(op, Operator):
             raise DataflowError(f"expected an Operator, got {type(op).__name__}: {op!r}")
         name = name or self._fresh_name(op.label())
-        if not NAME_PATTERN.match(name):
-            self.problems.append(f"node name {name!r} is not an identifier (letters, digits, _): rename it")
-        if name in self.nodes:
-            self.problems.append(f"node name '{name}' is used twice: give one of them another name=")
+        if problem := name_problem("node", name):
+            self.problems.append(problem)
         upstream = [i.name if isinstance(i, Node) else i for i in inputs]
-        self.nodes[name] = NodeSpec(name, op, upstream)
+        if name in self.nodes:  # keep the first node, so its own problems are reported too
+            self.problems.append(f"node name '{name}' is used twice: give one of them another name=")
+        else:
+            self.nodes[name] = NodeSpec(name, op, upstream)
         return Node(self, name)
 
     def _fresh_name(self, label: str) -> str:
         base = re.sub(r"\W", "_", label).strip("_") or "node"
         base = base if NAME_PATTERN.match(base) else f"n_{base}"
+        base = f"{base}_step" if base.lower() in SQL_RESERVED else base
         name, n = base, 2
         while name in self.nodes:
             name, n = f"{base}_{n}", n + 1
@@ -118,8 +137,8 @@ class Pipeline:
         """Declare a named output: materialized under ``<out>/<name>/``."""
         if name in self.outputs:
             self.problems.append(f"output name '{name}' is declared twice: choose another name")
-        if not NAME_PATTERN.match(name):
-            self.problems.append(f"output name {name!r} is not an identifier (letters, digits, _): rename it")
+        if problem := name_problem("output", name):
+            self.problems.append(problem)
         self.outputs[name] = node.name if isinstance(node, Node) else node
 
     def compile(self):

@@ -7,7 +7,6 @@ a JSONL file and the 1-based record number otherwise.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,32 +167,16 @@ class ReadJsonl(FileSource):
         return frame.drop("__n").schema
 
     def apply(self, ctx: Context) -> Result:
-        data = Path(self.path).read_bytes()
-        fast = self._read_fast(data)
-        if fast is not None:
-            frame = with_ids(fast.lazy(), ctx.node)
-            check_ids(frame, f"{self.path}")
-            return Result(frame)
+        # Parsed line by line: polars' own reader silently turns a number into a string when
+        # another line has a string there, and cannot say which line is malformed.
         where = str(self.path)
-        records, problems = parse_jsonl(data, where, self.on_error)
+        records, problems = parse_jsonl(Path(self.path).read_bytes(), where, self.on_error)
         frame, rejects = records_to_frame(records, where, "line", self.on_error, ctx.node)
         rejects += [{"id": f"{ctx.node}-{n}", "reason": r, "detail": d} for n, r, d in problems]
         lazy = with_ids(frame.lazy(), ctx.node, pl.col("__n")).drop("__n")
         check_ids(lazy, where)
         return Result(lazy, pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String,
                                                            "detail": pl.String}))
-
-    @staticmethod
-    def _read_fast(data: bytes) -> pl.DataFrame | None:
-        """polars' reader, when every line is a record (so row n is line n) and all parse."""
-        lines = data.rstrip(b"\n").split(b"\n")
-        if not data.strip() or any(not line.strip() for line in lines):
-            return None
-        try:
-            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-        except Exception:
-            return None
-        return frame if frame.height == len(lines) else None
 
 
 @dataclass(frozen=True)
@@ -322,7 +305,7 @@ class FromRows(Source):
         return "rows"
 
     def _frame(self) -> pl.DataFrame:
-        frame, _ = records_to_frame(list(enumerate(self.rows, 1)), "rows", "row", "raise", "")
+        frame, _ = records_to_frame(list(enumerate(self.rows, 1)), "from_rows", "row", "raise", "")
         return frame
 
     def peek_schema(self) -> pl.Schema:

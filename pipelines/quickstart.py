@@ -20,8 +20,8 @@ response = pl.col("messages").list.last().struct.field("content")
 
 raw = p.read_jsonl("data/instructions.jsonl", name="raw", on_error="reject")
 chats = raw.apply(ToConversation(), name="chats")
-unique = chats.dedup("messages", name="unique")
-measured = unique.map(response_words=response.str.split(" ").list.len(),
+deduped = chats.dedup("messages", name="deduped")
+measured = deduped.map(response_words=response.str.split(" ").list.len(),
                       is_refusal=response.str.contains(REFUSAL), name="measured")
 substantive = measured.filter(pl.col("response_words") >= min_words, reason="response too short",
                               score="response_words", name="substantive")

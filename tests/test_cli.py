@@ -1,0 +1,96 @@
+"""The `dataflow` command as a user runs it, on the quickstart pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+QUICKSTART = REPO / "pipelines" / "quickstart.py"
+
+
+def dataflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dataflow.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "out"
+    result = dataflow("build", str(QUICKSTART), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_quickstart_builds_and_a_second_build_does_nothing(built):
+    result = dataflow("build", str(QUICKSTART), "--out", str(built))
+    assert result.returncode == 0
+    assert "nothing to do: all 8 nodes are cached" in result.stdout
+    assert "[build]" not in result.stderr
+
+
+def test_query_answers_over_nodes_outputs_rejects_and_runs(built):
+    count = dataflow("query", "select count(*) as n from deduped", "--out", str(built), "--format", "json")
+    assert json.loads(count.stdout) == [{"n": 270}]
+    reasons = dataflow("query", "select reason, count(*) as n from rejects group by reason order by reason",
+                       "--out", str(built), "--format", "csv")
+    assert "duplicate,25" in reasons.stdout and "malformed_json,4" in reasons.stdout
+    runs = dataflow("query", "select count(*) as n from runs where status = 'ok'", "--out", str(built),
+                    "--format", "json")
+    assert json.loads(runs.stdout)[0]["n"] >= 1
+    train = dataflow("query", "select count(*) as n from train", "--out", str(built), "--format", "json")
+    evaluation = dataflow("query", "select count(*) as n from eval", "--out", str(built), "--format", "json")
+    assert json.loads(train.stdout)[0]["n"] + json.loads(evaluation.stdout)[0]["n"] == 259
+
+
+def test_show_prints_schema_and_rows(built):
+    result = dataflow("show", "train", "--limit", "3", "--out", str(built))
+    assert result.returncode == 0
+    assert "train: " in result.stdout and "messages (List(Struct" in result.stdout
+
+
+def test_dry_run_says_what_changed(built):
+    result = dataflow("build", str(QUICKSTART), "--out", str(built), "--dry-run", "--set", "eval_fraction=0.2")
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert lines["raw"].split()[1] == "cached"
+    assert "parameter 'eval_fraction' changed (0.1 -> 0.2)" in lines["train"]
+    assert "2 of 8 node(s) to build" in result.stdout
+
+
+def test_user_errors_exit_nonzero_with_one_paragraph(tmp_path, built):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import polars as pl\nfrom dataflow import Pipeline\np = Pipeline('bad')\n"
+                   "src = p.from_rows([{'text': 'a'}])\np.output('o', src.filter(pl.col('txet') != ''))\n")
+    result = dataflow("build", str(bad), "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert "column 'txet' not found. Did you mean 'text'?" in result.stderr
+    assert "Traceback" not in result.stderr
+    for args in (["query", "select * from nope", "--out", str(built)], ["show", "nope", "--out", str(built)],
+                 ["build", str(tmp_path / "missing.py")], ["query", "select 1", "--out", str(tmp_path / "none")]):
+        result = dataflow(*args)
+        assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_help_documents_every_command():
+    result = dataflow("--help")
+    for command in ("build", "query", "show", "clean"):
+        assert command in result.stdout
+    build_help = dataflow("build", "--help").stdout
+    for option in ("--out", "--set", "--dry-run", "--rebuild"):
+        assert option in build_help
+
+
+def test_clean_removes_only_unreferenced_entries(tmp_path):
+    out = tmp_path / "out"
+    assert dataflow("build", str(QUICKSTART), "--out", str(out), "--set", "seed=1").returncode == 0
+    assert dataflow("build", str(QUICKSTART), "--out", str(out), "--set", "seed=2").returncode == 0
+    result = dataflow("clean", "--out", str(out))
+    assert "removed 2 unreferenced cache entries" in result.stdout
+    again = dataflow("build", str(QUICKSTART), "--out", str(out), "--set", "seed=2")
+    assert "nothing to do" in again.stdout

@@ -1,0 +1,65 @@
+"""A build killed with SIGKILL resumes from completed nodes and gives the same outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+PIPELINE = '''
+import os, time
+from pathlib import Path
+import polars as pl
+from dataflow import Pipeline
+
+p = Pipeline("resume")
+src = p.from_rows([{"text": f"document number {i}"} for i in range(300)], name="src")
+first = src.map(n=pl.col("text").str.len_chars(), name="first")
+
+def slow(row):
+    Path(os.environ["STARTED"]).touch()
+    time.sleep(float(os.environ.get("DELAY", "0")))
+    return {"m": row["n"] * 2}
+
+second = first.map(slow, outputs={"m": int}, name="second")
+p.output("result", second.filter(pl.col("m") > 36, reason="short", name="third"))
+'''
+
+
+def build(pipeline: Path, out: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dataflow.cli", "build", str(pipeline), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+
+
+def test_sigkill_mid_build_resumes_with_identical_outputs(tmp_path):
+    pipeline = tmp_path / "resume.py"
+    pipeline.write_text(PIPELINE)
+    started = tmp_path / "started"
+    env = {"STARTED": str(started)}
+
+    proc = build(pipeline, tmp_path / "killed", {**env, "DELAY": "0.05"})
+    deadline = time.time() + 60
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "result").exists()
+
+    resumed = build(pipeline, tmp_path / "killed", env)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert "[cached] src" in err and "[cached] first" in err and "[build] second" in err
+
+    clean = build(pipeline, tmp_path / "clean", env)
+    clean.communicate(timeout=120)
+    killed_result = pl.read_parquet(tmp_path / "killed" / "result" / "data.parquet")
+    assert killed_result.equals(pl.read_parquet(tmp_path / "clean" / "result" / "data.parquet"))
+    assert killed_result.height == 200  # texts of 17 or 18 characters (i < 100) give m <= 36
+    leftovers = list((tmp_path / "killed" / ".dataflow" / "tmp").iterdir())
+    assert leftovers == []  # the killed build's temporary files were swept

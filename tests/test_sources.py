@@ -1,0 +1,101 @@
+"""Every source format, and bad input: a clear error naming file and line, or rejects on request."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataflow import DataflowError, Pipeline
+
+
+def build_one(builder, make) -> pl.DataFrame:
+    p = Pipeline("src")
+    p.output("o", make(p))
+    builder.build(p)
+    return builder.output("o")
+
+
+def test_jsonl_json_parquet_csv_rows(builder, tmp_path):
+    rows = [{"text": "a", "n": 1}, {"text": "b", "n": 2}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    pl.DataFrame(rows).write_parquet(tmp_path / "d.parquet")
+    pl.DataFrame(rows).write_csv(tmp_path / "d.csv")
+    for make in (lambda p: p.read_jsonl(tmp_path / "d.jsonl", name="s"),
+                 lambda p: p.read_json(tmp_path / "d.json", name="s"),
+                 lambda p: p.read_parquet(tmp_path / "d.parquet", name="s"),
+                 lambda p: p.read_csv(tmp_path / "d.csv", name="s"),
+                 lambda p: p.from_rows(rows, name="s")):
+        out = build_one(builder, make)
+        assert out.select("id", "text", "n").rows() == [("s-1", "a", 1), ("s-2", "b", 2)]
+
+
+def test_hugging_face_dataset_and_saved_directory(builder, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"text": ["x", "y", "z"]})
+    out = build_one(builder, lambda p: p.read_hf(ds, name="hf"))
+    assert out["text"].to_list() == ["x", "y", "z"]
+    datasets.DatasetDict({"train": ds}).save_to_disk(tmp_path / "saved")
+    out = build_one(builder, lambda p: p.read_hf(tmp_path / "saved", split="train", name="hf"))
+    assert out["id"].to_list() == ["hf-1", "hf-2", "hf-3"]
+
+
+def test_own_id_column_is_used_and_must_be_unique(builder):
+    out = build_one(builder, lambda p: p.from_rows([{"id": 7, "t": "a"}, {"id": 9, "t": "b"}], name="s"))
+    assert out["id"].to_list() == ["7", "9"]
+    with pytest.raises(DataflowError, match="duplicate values"):
+        build_one(builder, lambda p: p.from_rows([{"id": 1, "t": "a"}, {"id": 1, "t": "b"}], name="d"))
+
+
+def test_malformed_jsonl_line_names_file_and_line(builder, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b",}\n{"text": "c"}\n')
+    with pytest.raises(DataflowError, match=r"bad.jsonl line 2: .*malformed_json.*on_error='reject'"):
+        build_one(builder, lambda p: p.read_jsonl(path, name="s"))
+
+
+def test_bad_lines_go_to_rejects_on_request(builder, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"text": "a"}\n{"text": "b",}\n\n{"text": "\xff\xfe"}\n[1, 2]\n{"text": 5}\n{"text": "ok"}\n')
+    out = build_one(builder, lambda p: p.read_jsonl(path, name="s", on_error="reject"))
+    assert out.select("id", "text").rows() == [("s-1", "a"), ("s-7", "ok")]
+    reasons = dict(builder.rejects("s").select("id", "reason").rows())
+    assert reasons == {"s-2": "malformed_json", "s-4": "invalid_utf8", "s-5": "not_an_object",
+                       "s-6": "type_mismatch"}
+
+
+def test_wrong_type_without_opt_in_is_an_error_naming_the_field(builder, tmp_path):
+    path = tmp_path / "types.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b"}\n{"text": 3}\n')
+    with pytest.raises(DataflowError, match=r"line 3: field 'text' is a number here but a string"):
+        build_one(builder, lambda p: p.read_jsonl(path, name="s"))
+
+
+def test_empty_file_is_a_compile_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    p = Pipeline("empty")
+    p.output("o", p.read_jsonl(path, name="s"))
+    with pytest.raises(DataflowError, match="has no valid JSON records"):
+        p.compile()
+
+
+def test_a_ten_megabyte_row(builder, tmp_path):
+    path = tmp_path / "big.jsonl"
+    big = "word " * 2_000_000
+    path.write_text(json.dumps({"text": "small"}) + "\n" + json.dumps({"text": big}) + "\n")
+    out = build_one(builder, lambda p: p.read_jsonl(path, name="s").map(n=pl.col("text").str.len_chars()))
+    assert out["n"].to_list() == [5, len(big)]
+
+
+def test_relative_paths_resolve_against_the_pipeline_file(tmp_path, monkeypatch):
+    from dataflow.build import load_pipeline
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.jsonl").write_text('{"a": 1}\n')
+    (tmp_path / "pipe.py").write_text("from dataflow import Pipeline\np = Pipeline('rel')\n"
+                                      "p.output('o', p.read_jsonl('data/x.jsonl'))\n")
+    monkeypatch.chdir("/")
+    assert load_pipeline(tmp_path / "pipe.py").compile().order == ["x"]
