@@ -2,9 +2,11 @@
 
 Each operator returns lazy polars plans; a stored node's plan is sunk to Parquet with the
 streaming engine, so row and batch operators run with bounded memory. A view node (a filter)
-writes only its rejects; to make a chain of filters one pass over the data, those writes wait
-and run in the same ``collect_all`` as the next stored node. Every node is committed atomically
-as soon as it is complete: a crash or Ctrl-C keeps what finished, and a rebuild resumes there.
+stores only its rejects. Consecutive filters form a chain over one base frame: a single
+``__stage`` column holds the index of the first filter a row fails, so every predicate is
+evaluated once, and each filter's rejects are written in the same ``collect_all`` pass as the
+next stored node. Every node is committed atomically as soon as it is complete: a crash or
+Ctrl-C keeps what finished, and a rebuild resumes there.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import polars as pl
 
 from dataflow.compiler import CompiledPipeline
 from dataflow.errors import DataflowError
-from dataflow.operator import Context, Result
+from dataflow.operator import Context, Operator, Result
 from dataflow.plan import NodePlan
 from dataflow.progress import Progress
 from dataflow.store import DATA, REJECTS, Store, normalize_rejects, now
+
+STAGE = "__dataflow_stage"
 
 
 @dataclass
@@ -40,11 +44,26 @@ class NodeStats:
 
 @dataclass
 class _Pending:
+    """A node whose files are being written in the next flush."""
+
     name: str
     tmp: Path
-    sinks: list[pl.LazyFrame]
     started: float
     ctx: Context
+
+
+@dataclass
+class _Chain:
+    """Consecutive filters over one base frame; the marked frame carries the failing stage."""
+
+    base: pl.LazyFrame
+    steps: list[str]  # view node names, in order
+
+    def marked(self, ops: dict[str, Operator]) -> pl.LazyFrame:
+        stage = pl.when(~ops[self.steps[0]].keep()).then(pl.lit(0, pl.Int32))
+        for i, name in enumerate(self.steps[1:], 1):
+            stage = stage.when(~ops[name].keep()).then(pl.lit(i, pl.Int32))
+        return self.base.with_columns(stage.otherwise(None).alias(STAGE))
 
 
 def count_rows(path: Path) -> int:
@@ -60,6 +79,8 @@ class LocalExecutor:
         self.frames: dict[str, pl.LazyFrame] = {}
         self.stats: dict[str, NodeStats] = {}
         self.pending: list[_Pending] = []
+        self.counted: set[str] = set()  # nodes whose row counts are known (cached or committed)
+        self.chains: dict[str, tuple[_Chain, pl.LazyFrame]] = {}  # view -> (its chain, marked frame)
         try:
             for name in compiled.order:
                 if plans[name].cached:
@@ -79,43 +100,70 @@ class LocalExecutor:
         self.stats[name] = NodeStats(name, meta["op"], "cached", fp, meta.get("rows_in"), meta["rows"],
                                      meta["rejected"], 0.0, schema=meta["schema"],
                                      metrics=meta.get("metrics", {}))
+        self.counted.add(name)
         self.progress.cached(self.stats[name])
 
     def _build(self, name: str) -> None:
         node, plan = self.compiled.nodes[name], self.plans[name]
-        rows_in = self._rows_in(name)
         tmp = self.store.begin(plan.fingerprint)
         started = time.perf_counter()
-        self.progress.start(name, rows_in, plan.reason)
-        ctx = Context(node=name, workdir=tmp, rows_in=rows_in, report=lambda n: self.progress.advance(name, n))
+        self.progress.start(name, self._rows_in(name), plan.reason)
+        ctx = Context(node=name, workdir=tmp, rows_in=self._rows_in(name),
+                      report=lambda n: self.progress.advance(name, n))
+        self.stats[name] = NodeStats(name, type(node.op).__name__, "view" if node.op.is_view else "built",
+                                     plan.fingerprint, None, 0, 0, 0.0, plan.reason,
+                                     {k: str(v) for k, v in node.schema.items()})
+        if node.op.is_view:
+            self._add_to_chain(name)
+            self.pending.append(_Pending(name, tmp, started, ctx))
+            return
         try:
             result: Result = node.op.apply(*[self.frames[i] for i in node.inputs], ctx=ctx)
         except BaseException:
             self.store.discard(tmp)
             raise
-        output = result.output.lazy()
         sinks = []
-        if result.rejects is not None or node.op.is_view:
-            rejects = result.rejects if result.rejects is not None else pl.LazyFrame(schema={"id": pl.String})
-            sinks.append(normalize_rejects(rejects, name).sink_parquet(tmp / REJECTS, lazy=True))
-        self.stats[name] = NodeStats(name, type(node.op).__name__, "view" if node.op.is_view else "built",
-                                     plan.fingerprint, rows_in, 0, 0, 0.0, plan.reason,
-                                     {k: str(v) for k, v in node.schema.items()})
-        if node.op.is_view:
-            self.frames[name] = output
-            self.pending.append(_Pending(name, tmp, sinks, started, ctx))
-            return
-        sinks.append(output.sink_parquet(tmp / DATA, compression="zstd", lazy=True))
-        self._flush(sinks, _Pending(name, tmp, sinks, started, ctx))
+        if result.rejects is not None:
+            sinks.append(normalize_rejects(result.rejects, name).sink_parquet(tmp / REJECTS, lazy=True))
+        sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
+        self._flush(sinks, _Pending(name, tmp, started, ctx))
         self.frames[name] = self.store.scan(plan.fingerprint)
 
+    def _add_to_chain(self, name: str) -> None:
+        """Extend the parent's filter chain (or start one) with this view."""
+        parent = self.compiled.nodes[name].inputs[0]
+        if parent in self.chains and any(p.name == parent for p in self.pending):
+            chain = _Chain(self.chains[parent][0].base, [*self.chains[parent][0].steps, name])
+        else:
+            chain = _Chain(self.frames[parent], [name])
+        marked = chain.marked({n: self.compiled.nodes[n].op for n in chain.steps})
+        self.chains[name] = (chain, marked)
+        self.frames[name] = marked.filter(pl.col(STAGE).is_null()).drop(STAGE)
+
+    def _view_sinks(self) -> list[pl.LazyFrame]:
+        """Each pending view's rejects, from the marked frame of the longest chain holding it."""
+        pending = {j.name: j for j in self.pending}
+        covered = {n for v in pending for n in self.chains[v][0].steps if n != v}
+        sinks, done = [], set()
+        for leaf in (v for v in pending if v not in covered):
+            chain, marked = self.chains[leaf]
+            for stage, view in enumerate(chain.steps):
+                if view not in pending or view in done:
+                    continue
+                op = self.compiled.nodes[view].op
+                labels = {k: pl.lit(v) for k, v in op.reject_labels().items()}
+                rejects = marked.filter(pl.col(STAGE) == stage).select("id", score=op.reject_score(), **labels)
+                sinks.append(normalize_rejects(rejects, view).sink_parquet(pending[view].tmp / REJECTS, lazy=True))
+                done.add(view)
+        return sinks
+
     def _flush(self, sinks: list[pl.LazyFrame], job: _Pending | None) -> None:
-        """Run the waiting view sinks with ``sinks`` in one pass, then commit in order."""
+        """Write the pending views' rejects and ``sinks`` in one pass, then commit in order."""
         jobs = self.pending + ([job] if job else [])
         if not jobs:
             return
         try:
-            pl.collect_all([s for j in self.pending for s in j.sinks] + sinks, engine="streaming")
+            pl.collect_all(self._view_sinks() + sinks, engine="streaming")
         except DataflowError:
             raise
         except pl.exceptions.PolarsError as exc:
@@ -127,10 +175,10 @@ class LocalExecutor:
 
     def _rows_in(self, name: str) -> int | None:
         """Rows entering a node; None for sources, or while an input's count is not known yet."""
-        inputs = [self.stats.get(i) for i in self.compiled.nodes[name].inputs]
-        if not inputs or any(s is None or s.status == "view" and s.seconds == 0 for s in inputs):
+        inputs = self.compiled.nodes[name].inputs
+        if not inputs or any(i not in self.counted for i in inputs):
             return None
-        return sum(s.rows_out for s in inputs)
+        return sum(self.stats[i].rows_out for i in inputs)
 
     def _commit(self, job: _Pending) -> None:
         stats = self.stats[job.name]
@@ -142,6 +190,7 @@ class LocalExecutor:
             stats.rows_out = count_rows(job.tmp / DATA)
         stats.seconds = time.perf_counter() - job.started
         stats.metrics = dict(job.ctx.metrics)
+        self.counted.add(job.name)
         node = self.compiled.nodes[job.name]
         view_of = self.plans[node.inputs[0]].fingerprint if stats.status == "view" else None
         self.store.commit(job.tmp, stats.fingerprint, {

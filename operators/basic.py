@@ -16,7 +16,9 @@ class Filter(Operator):
     """Keeps rows where ``predicate`` is true; the others (null included) go to rejects.
 
     ``score`` names a column copied into the rejects' score, e.g. the quality value that failed.
-    The output is stored as its rejects only: it is its input minus those rows.
+    The output is stored as its rejects only: it is its input minus those rows. The executor
+    fuses a chain of filters into one pass that evaluates each predicate once (``keep``,
+    ``reject_score`` and ``reject_labels`` are what it needs from a view operator).
     """
 
     predicate: pl.Expr
@@ -41,15 +43,21 @@ class Filter(Operator):
             raise TypeError(f"the predicate {self.predicate} gives {dtype}, not a boolean")
         return schema
 
+    def keep(self) -> pl.Expr:
+        """True for rows that pass (a null predicate fails)."""
+        return self.predicate.fill_null(False)
+
+    def reject_score(self) -> pl.Expr:
+        """The rejects' score for a failing row."""
+        return pl.col(self.score).cast(pl.Float64) if self.score else pl.lit(None, pl.Float64)
+
+    def reject_labels(self) -> dict[str, str]:
+        """The rejects' reason and detail, the same for every row this filter drops."""
+        return {"reason": self.reason or f"failed {self.predicate}", "detail": str(self.predicate)}
+
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
-        keep = self.predicate.fill_null(False)
-        rejects = frame.filter(~keep).select(
-            "id",
-            reason=pl.lit(self.reason or f"failed {self.predicate}"),
-            score=pl.col(self.score).cast(pl.Float64) if self.score else pl.lit(None, pl.Float64),
-            detail=pl.lit(str(self.predicate)),
-        )
-        return Result(frame.filter(keep), rejects)
+        labels = {k: pl.lit(v) for k, v in self.reject_labels().items()}
+        return Result(frame.filter(self.keep()), frame.filter(~self.keep()).select("id", score=self.reject_score(), **labels))
 
 
 @dataclass(frozen=True)
