@@ -119,14 +119,14 @@ class LocalExecutor:
             return
         try:
             result: Result = node.op.apply(*[self.frames[i] for i in node.inputs], ctx=ctx)
-        except BaseException:
+            sinks = []
+            if result.rejects is not None:
+                sinks.append(normalize_rejects(result.rejects, name).sink_parquet(tmp / REJECTS, lazy=True))
+            sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
+            self._flush(sinks, _Pending(name, tmp, started, ctx))
+        except BaseException:  # an error or Ctrl-C: nothing half-written stays behind
             self.store.discard(tmp)
             raise
-        sinks = []
-        if result.rejects is not None:
-            sinks.append(normalize_rejects(result.rejects, name).sink_parquet(tmp / REJECTS, lazy=True))
-        sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
-        self._flush(sinks, _Pending(name, tmp, started, ctx))
         self.frames[name] = self.store.scan(plan.fingerprint)
 
     def _add_to_chain(self, name: str) -> None:

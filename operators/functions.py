@@ -19,6 +19,7 @@ from dataflow.errors import DataflowError, RowError
 from dataflow.operator import Context, Operator, Rejection, Result, with_rejects_split
 
 ERROR_COLUMN = "__dataflow_error"
+PROGRESS_EVERY = 100  # rows between progress reports of per-row functions
 
 
 def _check_on_error(on_error: str) -> list[str]:
@@ -102,7 +103,9 @@ class RowFunction(Operator):
         columns = {name: [] for name in self.outputs}
         errors: list[str | None] = []
         ids = df.get_column("id").to_list()
-        for row in df.select(visible_columns(df, self.inputs)).iter_rows(named=True):
+        for n, row in enumerate(df.select(visible_columns(df, self.inputs)).iter_rows(named=True), 1):
+            if n % PROGRESS_EVERY == 0:
+                ctx.progress(PROGRESS_EVERY)
             try:
                 values = self.fn(row)
                 if not isinstance(values, dict) or values.keys() != columns.keys():
@@ -120,7 +123,7 @@ class RowFunction(Operator):
         out = df.with_columns(build_series(ctx.node, n, v, dtypes[n], ids) for n, v in columns.items())
         if self.on_error == "reject":
             out = out.with_columns(pl.Series(ERROR_COLUMN, errors, dtype=pl.String))
-        ctx.progress(df.height)
+        ctx.progress(df.height % PROGRESS_EVERY)
         return out
 
 
@@ -150,13 +153,15 @@ class RowFilter(Operator):
 
     def _mark(self, df: pl.DataFrame, ctx: Context, reason: str) -> pl.DataFrame:
         marks = []
-        for row in df.select(visible_columns(df, self.inputs)).iter_rows(named=True):
+        for n, row in enumerate(df.select(visible_columns(df, self.inputs)).iter_rows(named=True), 1):
+            if n % PROGRESS_EVERY == 0:
+                ctx.progress(PROGRESS_EVERY)
             try:
                 keep = self.fn(row)
             except Exception as exc:
                 raise RowError(ctx.node, row["id"], exc) from exc
             marks.append(None if keep else f"{reason}\t")
-        ctx.progress(df.height)
+        ctx.progress(df.height % PROGRESS_EVERY)
         return df.with_columns(pl.Series(ERROR_COLUMN, marks, dtype=pl.String))
 
 
