@@ -124,6 +124,9 @@ class LocalExecutor:
                 sinks.append(normalize_rejects(result.rejects, name).sink_parquet(tmp / REJECTS, lazy=True))
             sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
             self._flush(sinks, _Pending(name, tmp, started, ctx))
+        except pl.exceptions.PolarsError as exc:  # raised by an operator collecting inside apply
+            self.store.discard(tmp)
+            raise DataflowError(f"node '{name}' failed: {str(exc).splitlines()[0]}") from exc
         except BaseException:  # an error or Ctrl-C: nothing half-written stays behind
             self.store.discard(tmp)
             raise

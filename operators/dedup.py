@@ -27,13 +27,16 @@ def normalized(text: pl.Expr, steps: tuple[str, ...]) -> pl.Expr:
 
 
 def column_text(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A string view of a column: strings as they are, conversations as 'role: content' lines."""
+    """A string view of a column: strings as they are, conversations as 'role: content' lines,
+    other nested values as JSON."""
     if dtype == pl.String():
         return pl.col(name)
     if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
         turn = pl.concat_str(pl.element().struct.field("role"), pl.lit(": "),
                              pl.element().struct.field("content"))
         return pl.col(name).list.eval(turn).list.join("\n")
+    if isinstance(dtype, (pl.Struct, pl.List, pl.Array)):
+        return pl.struct(pl.col(name)).struct.json_encode()
     return pl.col(name).cast(pl.String)
 
 

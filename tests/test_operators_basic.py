@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 import pytest
 
-from dataflow import DataflowError, Pipeline, batch_op, global_op
+from dataflow import DataflowError, Operator, Pipeline, Result, batch_op, global_op
 from dataflow.operators import ToConversation, ToPreference, ToPrompt
 
 TEXTS = ["Paris is the capital of France.", "Water boils at 100 °C at sea level.",
@@ -152,3 +154,28 @@ def test_row_function_returning_wrong_type_names_row_and_column(builder):
     with pytest.raises(DataflowError, match=r"node 'counted': the function returned str 'x' for column 'n' "
                                             r"\(declared Int64\) on row id=src-2"):
         builder.build(p)
+
+
+def test_polars_error_inside_a_global_operator_names_the_node(builder):
+    @dataclass(frozen=True)
+    class CollectsEagerly(Operator):
+        kind = "global"
+
+        def output_schema(self, schema):
+            return schema
+
+        def apply(self, frame, ctx):
+            return Result(frame.with_columns(pl.col("text").cast(pl.Int64)).collect())
+
+    p = Pipeline("global_error")
+    p.output("o", p.from_rows([{"text": "a"}], name="src").apply(CollectsEagerly(), name="eager"))
+    with pytest.raises(DataflowError, match="node 'eager' failed: conversion from `str` to `i64` failed"):
+        builder.build(p)
+
+
+def test_exact_dedup_on_nested_columns(builder):
+    p = Pipeline("nested")
+    data = [{"meta": {"a": 1, "b": [1, 2]}}, {"meta": {"a": 1, "b": [1, 2]}}, {"meta": {"a": 2, "b": [1]}}]
+    p.output("o", p.from_rows(data, name="src").dedup("meta", name="deduped"))
+    builder.build(p)
+    assert builder.output("o")["id"].to_list() == ["src-1", "src-3"]
