@@ -1,4 +1,4 @@
-"""Selection: best-of-K per prompt, quality-pyramid sampling and topic-balanced sampling.
+"""Selection: the best of K candidates per prompt, quality-pyramid sampling and topic-balanced sampling.
 
 Sampling is seeded by a hash of each row's id, so it does not depend on input order. Rows not
 selected go to rejects with the rule that left them out.
@@ -30,7 +30,7 @@ def _score_columns(score: str | dict[str, float]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class BestOfK(Operator):
+class SelectBest(Operator):
     """Keeps the ``keep`` best candidates of each ``group`` by ``score`` (a column or weights).
 
     Ties are broken by id; a candidate without a score is never selected. The combined score is

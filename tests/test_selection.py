@@ -10,7 +10,7 @@ import pytest
 from dataflow import Pipeline
 from dataflow.operators.grpo import PassRate, learnable_band
 from dataflow.operators.pairs import PreferencePairs
-from dataflow.operators.select import BalancedSample, BestOfK, PyramidSample
+from dataflow.operators.select import BalancedSample, SelectBest, PyramidSample
 from dataflow.schemas import get_schema
 
 CANDIDATES = [
@@ -31,13 +31,13 @@ def run(builder, op, rows=CANDIDATES):
 
 
 def test_best_of_k_by_weighted_scores(builder):
-    out = run(builder, BestOfK(score={"relevance": 0.7, "fluency": 0.3}))
+    out = run(builder, SelectBest(score={"relevance": 0.7, "fluency": 0.3}))
     # p1: "4" scores 0.7*9 + 0.3*5 = 7.8, "It is 4." 0.7*8 + 0.3*8 = 8.0; p2 ties, broken by id
     assert out.select("prompt_id", "response").rows() == [("p1", "It is 4."), ("p2", "Blue"), ("p3", "Hi")]
     assert out["selection_score"][0] == pytest.approx(8.0)
     rejects = builder.rejects("selected")
     assert set(rejects["reason"]) == {"not best of K"}
-    best_by_score = run(builder, BestOfK(score="score"))
+    best_by_score = run(builder, SelectBest(score="score"))
     assert "p3" not in best_by_score["prompt_id"].to_list()
     assert "no score" in set(builder.rejects("selected")["reason"])
 
