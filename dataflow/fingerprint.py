@@ -150,11 +150,30 @@ def _code_hash(code: types.CodeType) -> str:
     return h.hexdigest()
 
 
+_hashing: set[type] = set()  # classes whose hash is being computed (mutual references)
+
+
 @functools.cache
 def class_code_hash(cls: type) -> str:
-    """Hash of a class's source (its operator 'code version'), falling back to its name."""
+    """An operator's 'code version': the source of the class and of its bases, plus what their
+    methods read from their modules (templates, constants, helper functions)."""
+    if cls in _hashing:
+        return qualified_name(cls)
+    _hashing.add(cls)
     try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        source = qualified_name(cls)
-    return hashlib.blake2b(source.encode(), digest_size=12).hexdigest()
+        parts = []
+        for klass in cls.__mro__:
+            if klass is object or klass.__module__ in ("builtins", "dataflow.operator", "typing"):
+                continue
+            try:
+                parts.append(inspect.getsource(klass))
+            except (OSError, TypeError):
+                parts.append(qualified_name(klass))
+            for member in vars(klass).values():
+                fn = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                if inspect.isfunction(fn):
+                    parts.append(_referenced_globals(fn, fn.__code__, frozenset({id(fn)})))
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    finally:
+        _hashing.discard(cls)

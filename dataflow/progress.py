@@ -11,7 +11,10 @@ if TYPE_CHECKING:
 
 
 def _rate(rows: int, seconds: float) -> str:
-    return f"{rows / seconds:,.0f} rows/s" if seconds > 0 and rows else "-"
+    if seconds <= 0 or not rows:
+        return "-"
+    rate = rows / seconds
+    return f"{rate:,.0f} rows/s" if rate >= 10 else f"{rate:.2g} rows/s"
 
 
 class Progress:

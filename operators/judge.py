@@ -48,7 +48,7 @@ Criterion: {rubric}
 [Response]
 {response}
 
-Reply with JSON only, in this form: {{"rationale": "<one sentence>", "score": <integer from {low} to {high}>}}"""
+Reply with JSON only, score first, in this form: {{"score": <integer from {low} to {high}>, "rationale": "<one sentence>"}}"""
 PAIRWISE = """Which response answers the request better?
 
 Criterion: {rubric}
@@ -62,7 +62,7 @@ Criterion: {rubric}
 [Response B]
 {b}
 
-Reply with JSON only, in this form: {{"rationale": "<one sentence>", "winner": "A" or "B" or "tie"}}"""
+Reply with JSON only, verdict first, in this form: {{"winner": "A" or "B" or "tie", "rationale": "<one sentence>"}}"""
 
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.S)
 

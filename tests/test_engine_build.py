@@ -205,3 +205,48 @@ def test_empty_input_builds_empty_outputs(builder):
     builder.build(p)
     out = builder.output("o")
     assert out.height == 0 and out.columns == ["id", "text", "n"]
+
+
+OPERATOR_MODULE = '''
+from dataclasses import dataclass
+import polars as pl
+from dataflow import Operator, Result
+
+TEMPLATE = "{template}"
+
+def render(text):
+    return TEMPLATE.format(text=text)
+
+@dataclass(frozen=True)
+class Templated(Operator):
+    def output_schema(self, schema):
+        return pl.Schema({{**schema, "rendered": pl.String()}})
+
+    def apply(self, frame, ctx):
+        return Result(frame.with_columns(rendered=pl.col("text").map_elements(render, return_dtype=pl.String)))
+'''
+
+
+def test_operator_module_templates_are_part_of_its_code_version(builder, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from dataflow.fingerprint import class_code_hash
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def pipeline(template: str):
+        (tmp_path / "my_ops.py").write_text(OPERATOR_MODULE.format(template=template))
+        sys.modules.pop("my_ops", None)
+        importlib.invalidate_caches()
+        module = importlib.import_module("my_ops")
+        class_code_hash.cache_clear()
+        p = Pipeline("templated")
+        p.output("o", p.from_rows(ROWS[:1], name="src").apply(module.Templated(), name="rendered"))
+        return p
+
+    builder.build(pipeline("Q: {text}"))
+    assert builder.build(pipeline("Q: {text}")).nothing_done
+    report = builder.build(pipeline("Question: {text}"))
+    assert builder.status(report)["rendered"] == "built"
+    assert builder.output("o")["rendered"][0] == "Question: " + ROWS[0]["text"]
