@@ -106,10 +106,9 @@ class LocalExecutor:
     def _build(self, name: str) -> None:
         node, plan = self.compiled.nodes[name], self.plans[name]
         tmp = self.store.begin(plan.fingerprint)
-        started = time.perf_counter()
-        self.progress.start(name, self._rows_in(name), plan.reason)
-        ctx = Context(node=name, workdir=tmp, rows_in=self._rows_in(name),
-                      report=lambda n: self.progress.advance(name, n))
+        started, rows_in = time.perf_counter(), self._rows_in(name)
+        self.progress.start(name, rows_in, plan.reason)
+        ctx = Context(node=name, workdir=tmp, rows_in=rows_in, report=lambda n: self.progress.advance(name, n))
         self.stats[name] = NodeStats(name, type(node.op).__name__, "view" if node.op.is_view else "built",
                                      plan.fingerprint, None, 0, 0, 0.0, plan.reason,
                                      {k: str(v) for k, v in node.schema.items()})
@@ -167,8 +166,6 @@ class LocalExecutor:
             return
         try:
             pl.collect_all(self._view_sinks() + sinks, engine="streaming")
-        except DataflowError:
-            raise
         except pl.exceptions.PolarsError as exc:
             names = ", ".join(f"'{j.name}'" for j in jobs)
             raise DataflowError(f"node {names} failed: {str(exc).splitlines()[0]}") from exc
