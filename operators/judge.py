@@ -4,7 +4,8 @@ Scores are columns; decisions are separate steps (a Filter, SelectBest, PyramidS
 PreferencePairs decides). A reply that is empty, not JSON, out of range or truncated is retried
 with a new seed; a row with no valid reply after ``max_attempts`` goes to rejects with the reason
 and the reply, never a silent 0. A failed request (server error) is rejected too and retried by
-the next build.
+the next build. The reply is prefilled with the start of the JSON answer (``prefill``), so even a
+small model answers in form; set ``prefill=""`` for servers that reject a trailing assistant turn.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ Criterion: {rubric}
 [Response B]
 {b}
 
-Reply with JSON only, verdict first, in this form: {{"winner": "A" or "B" or "tie", "rationale": "<one sentence>"}}"""
+Reply with JSON only, verdict first, in this form: {{"winner": "<A or B or tie>", "rationale": "<one sentence>"}}"""
 
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.S)
 
@@ -74,24 +75,26 @@ def _text(value: Any) -> str:
     return "\n\n".join(t["content"] for t in prompt_turns(value or []) if t["role"] != "system")
 
 
-def _fields(reply: str) -> dict | None:
-    for candidate in _JSON_OBJECT.findall(reply or ""):
-        try:
-            value = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
+def _fields(*replies: str) -> dict | None:
+    """The first JSON object in the first reply that has one."""
+    for reply in replies:
+        for candidate in _JSON_OBJECT.findall(reply or ""):
+            try:
+                value = json.loads(candidate)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
     return None
 
 
-def parse_score(reply: str, finish_reason: str, low: int, high: int) -> tuple[int, str] | str:
-    """(score, rationale) from a judge reply, or the reason it is invalid."""
+def parse_score(reply: str, finish_reason: str, low: int, high: int, prefill: str = "") -> tuple[int, str] | str:
+    """(score, rationale) from a judge reply that continues ``prefill``, or why it is invalid."""
     if not (reply or "").strip():
         return "empty reply"
-    fields = _fields(reply)
+    fields = _fields(prefill + reply, reply)
     if fields is None:
-        found = re.search(r"\bscore\b\W{0,4}(-?\d+(?:\.\d+)?)", reply, re.I)
+        found = re.search(r"\bscore\b\W{0,4}(-?\d+(?:\.\d+)?)", prefill + reply, re.I)
         if not found:
             return "truncated reply" if finish_reason == "length" else "no JSON score in the reply"
         fields = {"score": found.group(1), "rationale": reply.strip()}
@@ -104,14 +107,15 @@ def parse_score(reply: str, finish_reason: str, low: int, high: int) -> tuple[in
     return int(score), str(fields.get("rationale") or "")[:1000]
 
 
-def parse_winner(reply: str, finish_reason: str) -> tuple[str, str] | str:
-    """("A" | "B" | "tie", rationale) from a pairwise reply, or the reason it is invalid."""
+def parse_winner(reply: str, finish_reason: str, prefill: str = "") -> tuple[str, str] | str:
+    """("A" | "B" | "tie", rationale) from a pairwise reply that continues ``prefill``, or why it
+    is invalid."""
     if not (reply or "").strip():
         return "empty reply"
-    fields = _fields(reply) or {}
+    fields = _fields(prefill + reply, reply) or {}
     winner = str(fields.get("winner", "")).strip().strip('"').lower()
     if not winner:
-        found = re.search(r"\bwinner\b\W{0,4}(A|B|tie)\b", reply, re.I)
+        found = re.search(r"\bwinner\b\W{0,4}(A|B|tie)\b", prefill + reply, re.I)
         if not found:
             return "truncated reply" if finish_reason == "length" else "no winner in the reply"
         winner = found.group(1).lower()
@@ -170,8 +174,9 @@ class _Judge(Operator):
                 sampling = Sampling(temperature=self.temperature if attempt == 0 else max(self.temperature, 0.7),
                                     max_tokens=self.max_tokens,
                                     seed=self.seed if attempt == 0 else sample_seed(self.seed, 1000 + attempt))
-                requests = [Request((("system", SYSTEM), ("user", prompts[k])), replace(sampling, n=wanted - got[k]))
-                            for k in todo]
+                reply_start = (("assistant", self.prefill),) if self.prefill else ()
+                requests = [Request((("system", SYSTEM), ("user", prompts[k]), *reply_start),
+                                    replace(sampling, n=wanted - got[k])) for k in todo]
                 for key, response in zip(todo, client.generate(requests, todo)):
                     if not response.ok:  # not retried now: the next build retries it
                         problems[key], request_failed = FAILED_REASON, True
@@ -179,7 +184,7 @@ class _Judge(Operator):
                         continue
                     for completion in response.completions:
                         ctx.count("judge_replies")
-                        parsed = parse(completion.text, completion.finish_reason)
+                        parsed = parse(completion.text, completion.finish_reason, self.prefill)
                         if isinstance(parsed, str):
                             ctx.count("judge_invalid_replies")
                             problems[key] = f"{parsed}: {completion.text[:300]!r}"
@@ -213,6 +218,7 @@ class JudgeScore(_Judge):
     max_attempts: int = 3
     seed: int = 0
     output: str = "score"
+    prefill: str = '{"score": '
 
     def label(self) -> str:
         return f"judge_{self.rubric}" if self.rubric in RUBRICS else "judge"
@@ -241,7 +247,7 @@ class JudgeScore(_Judge):
                                                response=row[self.response] or "", low=self.low, high=self.high)
                    for row in table.select("id", self.prompt, self.response).iter_rows(named=True)}
         valid, problems, failed = self.ask(ctx, prompts, self.samples,
-                                           lambda text, finish: parse_score(text, finish, self.low, self.high))
+                                           lambda text, finish, prefill: parse_score(text, finish, self.low, self.high, prefill))
         if failed:
             shared_cache().bump_retry_generation(self.scope())
         scored, rejects = [], []
@@ -281,6 +287,7 @@ class PairwiseJudge(_Judge):
     max_attempts: int = 3
     seed: int = 0
     output: str = "verdict"
+    prefill: str = '{"winner": "'
 
     def label(self) -> str:
         return "pairwise_judge"

@@ -30,7 +30,8 @@ class ScriptedJudge:
         pass
 
     def generate(self, requests):
-        return [self._answer(r.messages[-1][1], r.sampling.n) for r in requests]
+        return [self._answer(next(text for role, text in r.messages if role == "user"), r.sampling.n)
+                for r in requests]
 
     def _answer(self, prompt: str, n: int) -> Response:
         if "[Response A]" in prompt:
@@ -122,6 +123,12 @@ def test_pairwise_verdicts_need_both_orders_and_record_position_bias(builder):
     metrics = json.loads(builder.sql("select metrics from nodes where name = 'compared'")["metrics"][0])
     assert metrics["consistent_share"] == pytest.approx(2 / 3, abs=1e-3)
     assert metrics["position_bias_first"] == pytest.approx(4 / 6, abs=1e-3)
+
+
+def test_a_prefilled_reply_is_parsed_with_its_prefill(builder):
+    ScriptedJudge.script = {"4": ['8, "rationale": "right"}']}
+    out = judged(builder, JudgeScore(models=("judge:a",)), ["4"])
+    assert out.select("score", "score_rationale").row(0) == (8.0, "right")
 
 
 def test_parse_score_accepts_json_and_labelled_scores():

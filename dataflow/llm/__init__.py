@@ -1,0 +1,19 @@
+"""The LLM layer: one client interface over transformers (CPU/GPU), vLLM (GPU, offline batch) and
+OpenAI-compatible servers, with a persistent request cache shared by every pipeline.
+
+    from dataflow.llm import LLMClient, Request, Sampling
+    client = LLMClient("local")   # or "hf:PATH", "vllm:PATH", "openai:http://host:8000/v1#model"
+    [response] = client.generate([Request((("user", "Hi!"),), Sampling(max_tokens=32, n=2, seed=0))])
+
+Model specs are described in :mod:`dataflow.llm.spec`; the cache in :mod:`dataflow.llm.cache`
+(``$DATAFLOW_LLM_CACHE``); the embedded default model in :mod:`dataflow.llm.convert`
+(``$DATAFLOW_MODELS_DIR``). Pipelines use the operators in ``dataflow.operators.generate``.
+"""
+
+from dataflow.llm.cache import RequestCache, cache_path
+from dataflow.llm.client import LLMClient, unload_backends
+from dataflow.llm.spec import ModelSpec, SpecError, model_identity, parse_spec, register_backend, spec_problems
+from dataflow.llm.types import Completion, Request, Response, Sampling
+
+__all__ = ["Completion", "LLMClient", "ModelSpec", "Request", "RequestCache", "Response", "Sampling", "SpecError",
+           "cache_path", "model_identity", "parse_spec", "register_backend", "spec_problems", "unload_backends"]

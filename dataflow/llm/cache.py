@@ -1,0 +1,129 @@
+"""The persistent request cache shared by every pipeline: SQLite in WAL mode.
+
+One row per sample: the key hashes the model identity, the full messages, the sampling
+parameters (seed included) and the sample index. Writes are one transaction per chunk, so a
+crash keeps every finished chunk; WAL mode and a busy timeout let several builds write at once.
+Failed requests go to a separate table: they are never served as results, so the next build
+retries them. Per operator ("scope"), a retry generation counts builds that left failures; it
+is part of the node fingerprint, so a node with failed rows is rebuilt (from the cache) next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from dataflow.llm.paths import user_cache_dir
+from dataflow.llm.types import Completion, Request
+
+SCHEMA = """
+create table if not exists samples (key text primary key, model text not null, text text not null,
+    finish_reason text not null, tokens_in integer, tokens_out integer, created real not null);
+create table if not exists failures (key text primary key, model text not null, error text not null,
+    attempts integer not null, last real not null);
+create table if not exists retry_generations (scope text primary key, generation integer not null);
+create table if not exists weight_digests (signature text primary key, digest text not null);
+"""
+
+
+def cache_path() -> Path:
+    """``$DATAFLOW_LLM_CACHE`` (a file), else ``<user cache>/llm_cache.sqlite``."""
+    override = os.environ.get("DATAFLOW_LLM_CACHE")
+    return Path(override).expanduser() if override else user_cache_dir() / "llm_cache.sqlite"
+
+
+def sample_key(model: str, request: Request, index: int) -> str:
+    text = json.dumps({"model": model, "messages": request.messages, "sampling": request.sampling.cache_fields(),
+                       "index": index}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+class RequestCache:
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        self.db.execute("pragma journal_mode=wal")
+        self.db.execute("pragma synchronous=normal")
+        self.db.execute("pragma busy_timeout=60000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def get_many(self, keys: list[str]) -> dict[str, tuple[Completion, int | None]]:
+        """Cached samples by key: (completion, prompt tokens)."""
+        found = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                part = keys[start:start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self.db.execute(f"select key, text, finish_reason, tokens_in, tokens_out from samples "
+                                       f"where key in ({marks})", part)
+                for key, text, finish, tokens_in, tokens_out in rows:
+                    found[key] = (Completion(text, finish, tokens_out), tokens_in)
+        return found
+
+    def put_many(self, model: str, samples: list[tuple[str, Completion, int | None]],
+                 failures: list[tuple[str, str]]) -> None:
+        """Store finished samples and failures of one chunk in one transaction."""
+        now = time.time()
+        with self._lock:
+            self.db.execute("begin immediate")
+            try:
+                self.db.executemany(
+                    "insert or ignore into samples values (?, ?, ?, ?, ?, ?, ?)",
+                    [(k, model, c.text, c.finish_reason, tin, c.tokens_out, now) for k, c, tin in samples])
+                self.db.executemany("delete from failures where key = ?", [(k,) for k, _, _ in samples])
+                self.db.executemany(
+                    "insert into failures values (?, ?, ?, 1, ?) on conflict(key) do update set "
+                    "error = excluded.error, attempts = attempts + 1, last = excluded.last",
+                    [(k, model, error, now) for k, error in failures])
+                self.db.execute("commit")
+            except BaseException:
+                self.db.execute("rollback")
+                raise
+
+    def failure_count(self, model: str | None = None) -> int:
+        sql, args = ("select count(*) from failures where model = ?", (model,)) if model else \
+            ("select count(*) from failures", ())
+        with self._lock:
+            return self.db.execute(sql, args).fetchone()[0]
+
+    def retry_generation(self, scope: str) -> int:
+        with self._lock:
+            row = self.db.execute("select generation from retry_generations where scope = ?", (scope,)).fetchone()
+        return row[0] if row else 0
+
+    def bump_retry_generation(self, scope: str) -> None:
+        """Mark that a build of ``scope`` left failed requests, so its next build retries them."""
+        with self._lock:
+            self.db.execute("insert into retry_generations values (?, 1) on conflict(scope) do update set "
+                            "generation = generation + 1", (scope,))
+
+    def weights_digest(self, signature: str) -> str | None:
+        """A remembered content hash of model files, by their (paths, sizes, mtimes) signature."""
+        with self._lock:
+            row = self.db.execute("select digest from weight_digests where signature = ?", (signature,)).fetchone()
+        return row[0] if row else None
+
+    def remember_weights_digest(self, signature: str, digest: str) -> None:
+        with self._lock:
+            self.db.execute("insert or replace into weight_digests values (?, ?)", (signature, digest))
+
+
+_open: dict[Path, RequestCache] = {}
+
+
+def shared_cache() -> RequestCache:
+    """The process-wide cache for the current ``cache_path()``."""
+    path = cache_path()
+    if path not in _open:
+        _open[path] = RequestCache(path)
+    return _open[path]

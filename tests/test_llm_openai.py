@@ -1,0 +1,217 @@
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 that speaks the chat
+completions API, with injected 429 / 500 / timeouts / malformed bodies / refused requests.
+
+A user turn may start with a fault directive: ``[429x2] text`` answers 429 (Retry-After: 0) to
+the first two calls for that text, ``[500x1]``, ``[timeoutx1]``, ``[malformedx1]`` likewise,
+``[400]`` always refuses (echoing the Authorization header), ``[down]`` answers 503 until the
+server is healed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from dataflow import Pipeline
+from dataflow.errors import DataflowError
+from dataflow.llm.client import unload_backends
+from dataflow.operators import BestOfK, Generate
+
+KEY = "sk-test-SECRET-4f9a1c"
+FAULT = re.compile(r"^\[(429|500|timeout|malformed)x(\d+)\] ")
+
+
+class ChatServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, supports_n: bool = True, lifetime_s: float = 120.0):
+        super().__init__(("127.0.0.1", 0), ChatHandler)
+        self.supports_n, self.healed = supports_n, False
+        self.calls: Counter[str] = Counter()  # chat requests per user text
+        self.auth: list[str] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.watchdog = threading.Timer(lifetime_s, self.shutdown)  # never outlives a stuck test
+        self.watchdog.daemon = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        self.watchdog.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.watchdog.cancel()
+        self.shutdown()
+        self.server_close()
+
+
+class ChatHandler(BaseHTTPRequestHandler):
+    server: ChatServer
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/v1/models":
+            self._send(200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}))
+        else:
+            self._send(404, '{"error": "not found"}')
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][-1]["content"]
+        with self.server.lock:
+            self.server.calls[text] += 1
+            call = self.server.calls[text]
+            self.server.auth.append(self.headers.get("Authorization", ""))
+        fault = FAULT.match(text)
+        if fault and call <= int(fault.group(2)):
+            kind = fault.group(1)
+            if kind == "429":
+                return self._send(429, '{"error": "rate limited"}', {"Retry-After": "0"})
+            if kind == "500":
+                return self._send(500, '{"error": "internal"}')
+            if kind == "timeout":
+                time.sleep(1.5)
+                return self._send(200, "{}")
+            return self._send(200, '{"choices": [{"message": ')
+        if text.startswith("[400]"):
+            return self._send(400, json.dumps({"error": f"bad request from {self.headers.get('Authorization')}"}))
+        if text.startswith("[down]") and not self.server.healed:
+            return self._send(503, '{"error": "overloaded"}')
+        n = body.get("n", 1) if self.server.supports_n else 1
+        choices = [{"index": i, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"reply to {text} #{i} t={body['temperature']} "
+                                                                f"seed={body['seed']}"}} for i in range(n)]
+        self._send(200, json.dumps({"id": "x", "object": "chat.completion", "model": body["model"], "choices": choices,
+                                    "usage": {"prompt_tokens": len(text.split()), "completion_tokens": 5 * n}}))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    unload_backends()
+    yield
+    unload_backends()
+
+
+def spec(server: ChatServer, **options) -> str:
+    options = {"retries": 3, "timeout": 0.5, "backoff": 0.01, **options}
+    return f"openai:{server.url}#test-model?" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+def pipeline(model: str, questions: list[str], op=None) -> Pipeline:
+    p = Pipeline("chat")
+    rows = p.from_rows([{"q": q} for q in questions], name="rows")
+    p.output("answers", rows.apply(op or Generate("{q}", model=model, max_tokens=16), name="gen"))
+    return p
+
+
+def metrics(report, node="gen") -> dict:
+    return next(s.metrics for s in report.stats if s.name == node)
+
+
+def test_generates_with_the_key_and_never_stores_it(builder):
+    with ChatServer() as server:
+        report = builder.build(pipeline(spec(server), ["hello", "world"]))
+        out = builder.output("answers").sort("id")
+        assert out["response"].to_list() == ["reply to hello #0 t=0.7 seed=0", "reply to world #0 t=0.7 seed=0"]
+        assert out["response_tokens_in"].to_list() == [1, 1]
+        assert set(server.auth) == {f"Bearer {KEY}"}
+        assert metrics(report)["llm_calls"] == 2
+    written = [p for p in builder.out.parent.rglob("*") if p.is_file()]  # outputs, manifest, cache + WAL
+    assert any(p.name.startswith("llm_cache.sqlite") for p in written)
+    assert all(KEY.encode() not in p.read_bytes() for p in written)
+    assert KEY not in builder.log.getvalue()
+
+
+def test_retries_429_500_timeouts_and_malformed_bodies(builder):
+    texts = ["[429x2] a", "[500x1] b", "[timeoutx1] c", "[malformedx2] d", "plain e"]
+    with ChatServer() as server:
+        report = builder.build(pipeline(spec(server), texts))
+        out = builder.output("answers")
+        assert out.height == 5 and builder.rejects("gen").height == 0
+        assert server.calls == Counter({"[429x2] a": 3, "[500x1] b": 2, "[timeoutx1] c": 2,
+                                        "[malformedx2] d": 3, "plain e": 1})
+        assert metrics(report)["llm_calls"] == 5
+
+
+def test_a_refused_request_is_a_reject_with_the_key_scrubbed(builder):
+    with ChatServer() as server:
+        builder.build(pipeline(spec(server), ["[400] bad", "good"]))
+        assert builder.output("answers")["q"].to_list() == ["good"]
+        rejects = builder.rejects("gen")
+        assert rejects["reason"].to_list() == ["llm_error"]
+        detail = rejects["detail"][0]
+        assert "HTTP 400" in detail and KEY not in detail and "***" in detail
+        assert server.calls["[400] bad"] == 1  # a 400 is not retried within the build
+
+
+def test_a_server_failing_mid_build_keeps_finished_rows_and_retries_only_failed_ones(builder):
+    texts = ["one", "[down] two", "three"]
+    with ChatServer() as server:
+        builder.build(pipeline(spec(server), texts))
+        assert sorted(builder.output("answers")["q"]) == ["one", "three"]
+        assert builder.rejects("gen")["reason"].to_list() == ["llm_error"]
+        assert "503" in builder.rejects("gen")["detail"][0]
+        server.healed = True
+        before = server.calls.copy()
+        report = builder.build(pipeline(spec(server), texts))
+        assert builder.status(report)["gen"] == "built"
+        assert sorted(builder.output("answers")["q"]) == ["[down] two", "one", "three"]
+        assert server.calls - before == Counter({"[down] two": 1})
+        assert metrics(report)["cache_hits"] == 2 and metrics(report)["llm_calls"] == 1
+        report = builder.build(pipeline(spec(server), texts))
+        assert builder.status(report)["gen"] == "cached"
+
+
+def test_best_of_k_uses_n_and_falls_back_when_the_server_ignores_it(builder):
+    op = BestOfK(prompt="{q}", k=4, temperatures=(0.3, 1.0), max_tokens=8)
+    for supports_n in (True, False):
+        unload_backends()
+        with ChatServer(supports_n=supports_n) as server:
+            p = pipeline("", ["hi"], op=BestOfK(**{**op.__dict__, "model": spec(server, concurrency=2)}))
+            builder.build(p, rebuild=("gen",))
+            out = builder.output("answers").sort("sample_idx")
+            assert out["id"].to_list() == ["rows-1/0", "rows-1/1", "rows-1/2", "rows-1/3"]
+            assert out["temperature"].to_list() == [0.3, 1.0, 0.3, 1.0]
+            assert out["response"].n_unique() == 4
+            if supports_n:
+                assert server.calls["hi"] == 2  # one request per temperature
+            else:
+                assert server.calls["hi"] >= 4  # one per candidate after the server ignored n
+
+
+def test_unreachable_server_fails_before_the_first_batch_naming_the_node(builder):
+    with ChatServer() as server:
+        dead = spec(server)
+    with pytest.raises(DataflowError, match="node 'gen'.*cannot be reached.*start the server"):
+        builder.build(pipeline(dead, ["hello"]))
+
+
+def test_a_wrong_model_name_is_reported_with_the_served_ones(builder):
+    with ChatServer() as server:
+        wrong = spec(server).replace("#test-model", "#other-model")
+        with pytest.raises(DataflowError, match="serves \\['test-model'\\], not 'other-model'"):
+            builder.build(pipeline(wrong, ["hello"]))
