@@ -86,6 +86,11 @@ class Operator:
         """Default node name: the class name in snake_case."""
         return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
+    def with_base_dir(self, base_dir: Path) -> Operator:
+        """This operator with relative file paths in its parameters resolved against
+        ``base_dir`` (the pipeline file's directory). Operators that read files override it."""
+        return self
+
     def fingerprint_extras(self) -> dict[str, Any]:
         """Extra inputs of the fingerprint beyond parameters and code (e.g. file content)."""
         return {}

@@ -109,6 +109,7 @@ class Pipeline:
         """Add a node applying ``op`` to upstream nodes (given as nodes or by name)."""
         if not isinstance(op, Operator):
             raise DataflowError(f"expected an Operator, got {type(op).__name__}: {op!r}")
+        op = op.with_base_dir(self.base_dir)
         name = name or self._fresh_name(op.label())
         if problem := name_problem("node", name):
             self.problems.append(problem)

@@ -26,12 +26,16 @@ def normalized(text: pl.Expr, steps: tuple[str, ...]) -> pl.Expr:
     return text
 
 
-def column_text(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A string view of a column: strings as they are, conversations as 'role: content' lines,
-    other nested values as JSON."""
+def column_text(name: str, dtype: pl.DataType, roles: tuple[str, ...] = ()) -> pl.Expr:
+    """A string view of a column: strings as they are, conversations as 'role: content' lines
+    (with ``roles``, only the content of those turns, e.g. ``("assistant",)``), other nested
+    values as JSON."""
     if dtype == pl.String():
         return pl.col(name)
     if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        if roles:
+            chosen = pl.element().filter(pl.element().struct.field("role").is_in(list(roles)))
+            return pl.col(name).list.eval(chosen.struct.field("content")).list.join("\n")
         turn = pl.concat_str(pl.element().struct.field("role"), pl.lit(": "),
                              pl.element().struct.field("content"))
         return pl.col(name).list.eval(turn).list.join("\n")
@@ -45,12 +49,15 @@ class ExactDedup(Operator):
     """Drops rows whose key columns equal an earlier row's after normalization.
 
     ``normalize`` is ``True`` (all of NFKC, case, punctuation, whitespace), ``False``, or a
-    tuple of those step names. The first row of each group (input order) survives; the others
-    go to rejects with reason ``duplicate`` and ``{"duplicate_of": <survivor id>}``.
+    tuple of those step names. For conversation columns, ``roles`` picks the turns compared
+    (e.g. ``("user",)`` to deduplicate by prompt); by default every turn with its role counts.
+    The first row of each group (input order) survives; the others go to rejects with reason
+    ``duplicate`` and ``{"duplicate_of": <survivor id>}``.
     """
 
     columns: tuple[str, ...]
     normalize: bool | tuple[str, ...] = True
+    roles: tuple[str, ...] = ()
     kind = "global"
 
     def label(self) -> str:
@@ -76,7 +83,7 @@ class ExactDedup(Operator):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         schema = frame.collect_schema()
-        parts = [normalized(column_text(c, schema[c]), self.steps()) for c in self.columns]
+        parts = [normalized(column_text(c, schema[c], self.roles), self.steps()) for c in self.columns]
         keyed = frame.with_columns(pl.concat_str(parts, separator="\x1f").alias(_KEY)).collect()
         survivor = pl.col("id").first().over(_KEY)
         marked = keyed.with_columns(survivor.alias("__survivor"))

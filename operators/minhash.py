@@ -8,27 +8,34 @@ How it works (every step vectorized over a batch of documents with NumPy/Polars)
    over the flat token array of the whole batch. A document with fewer tokens than ``ngram``
    becomes one shingle holding all its tokens ("shingled as a whole"); a document with no token
    (empty, whitespace only, or a null) has no shingle and is never a duplicate.
-3. Signatures use one-permutation hashing with optimal densification (Shrivastava 2017): each
-   shingle hash picks one of ``num_perm`` bins and keeps the minimum there; empty bins borrow
-   from other bins along a fixed pseudo-random route. The collision probability of two
-   signatures at one position is their Jaccard similarity, as with ``num_perm`` permutations,
-   at the cost of one hash per shingle.
+3. Signatures use one-permutation hashing (Li et al. 2012): each shingle hash picks one of
+   ``num_perm`` bins and keeps the minimum there. Empty bins borrow along a fixed route the
+   same for every document: two pseudo-random bins first (optimal densification, Shrivastava
+   2017), then the next non-empty bin to the right (rotation). Either way the collision
+   probability of two signatures at one position is their Jaccard similarity, as with
+   ``num_perm`` permutations, at the cost of one hash per shingle.
 4. LSH splits signatures into ``bands`` x ``rows``; documents equal on a band are candidates.
+   With ``verify=True`` the banding favours recall (a pair exactly at the threshold is caught
+   with probability >= 0.97), since false candidates are removed by the check that follows.
 5. Candidates are verified by exact Jaccard of their shingle sets (``verify=True``), or by
-   the signature estimate (``verify=False``); pairs at or above ``threshold`` are edges.
+   the signature estimate (``verify=False``); pairs at or above ``threshold`` are edges. Pairs
+   whose set sizes rule the threshold out, or whose estimate is more than three standard
+   deviations below it, are not checked; a pair whose documents are already connected by
+   checked edges is not checked either (it cannot change a cluster).
 6. Connected components of the edges (union-find) are clusters; one survivor per cluster is kept
    by ``keep``: ``"lowest_id"``, ``"longest"`` (most characters) or ``"highest_score"`` (the
    largest ``score_column`` value; ties and nulls fall back to the lowest id).
 
 Documents are processed in the order of their ids, so the result does not depend on the row
-order of the input. Every kept row gets ``cluster_id`` (lowest id in its cluster) and
-``cluster_size``; removed rows go to rejects (reason ``near_duplicate``) with the survivor's id,
-the estimated similarity (score) and, when verified, the exact Jaccard similarity to it.
+order of the input; kept rows leave in their input order. Every kept row gets ``cluster_id``
+(lowest id in its cluster) and ``cluster_size``; removed rows go to rejects (reason
+``near_duplicate``) with the survivor's id, the estimated similarity (score) and, when
+verified, the exact Jaccard similarity to it. Texts of any length and script are fine; for
+scripts written without spaces (Chinese, Japanese) use ``shingle="char"``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +51,11 @@ from dataflow.operators.dedup import column_text
 
 KEEP_RULES = ("lowest_id", "longest", "highest_score")
 EMPTY = np.uint32(0xFFFFFFFF)
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_ROUTE_ATTEMPTS = 2  # optimal-densification attempts before rotation
+_ROW = "__dataflow_row"
+_CHECK_ALL_BELOW = 1 << 15  # open pairs left that are checked at once
+_SIGMAS = 3  # how far below the threshold a signature estimate may be and still get checked
 _BATCH_TOKENS = 4_000_000  # tokens hashed per batch: bounds the temporary arrays (~200 MB)
 
 
@@ -60,21 +70,31 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def normalized_text(text: pl.Expr) -> pl.Expr:
-    """NFKC, lower case, runs of whitespace as one space, no leading or trailing space."""
-    return (text.str.normalize("NFKC").str.to_lowercase()
-            .str.replace_all(r"\s+", " ").str.strip_chars())
+def prepared_texts(texts: pl.Series, shingle: str) -> pl.Series:
+    """Texts as they are shingled: NFKC and lower case; for characters, whitespace runs as one space.
+
+    For words, ASCII whitespace becomes a space (empty tokens are dropped later); NFKC and the
+    Unicode whitespace pattern run only on the rows that need them (non-ASCII), which is most of
+    the cost saved on English text.
+    """
+    texts = texts.fill_null("").str.to_lowercase()
+    unicode_rows = texts.str.contains(r"[^\x00-\x7F]").to_numpy()
+    if unicode_rows.any():
+        index = np.flatnonzero(unicode_rows)
+        fixed = texts.gather(index).str.normalize("NFKC").str.replace_all(r"\s+", " ")
+        texts = texts.scatter(index, fixed)
+    if shingle == "char":
+        return texts.str.replace_all(r"\s+", " ").str.strip_chars()
+    return texts.str.replace_many(dict.fromkeys(["\t", "\n", "\r", "\x0b", "\x0c"], " "))
 
 
 def token_hashes(texts: pl.Series, shingle: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat uint64 hashes of every token of every text, and the token count of each text."""
-    texts = texts.fill_null("")
+    """Flat uint64 hashes of every token of every (prepared) text, and the token count of each."""
     tokens = texts.str.split(" ") if shingle == "word" else texts.str.split("")
-    lengths = tokens.list.len().to_numpy().astype(np.int64)
-    lengths[(texts.str.len_bytes() == 0).to_numpy()] = 0  # "".split(" ") is [""]
-    flat = tokens.explode(empty_as_null=True).drop_nulls()
-    flat = flat.filter(flat.str.len_bytes() > 0) if shingle == "word" else flat
-    return flat.hash(seed=seed).to_numpy(), lengths
+    flat = tokens.explode(empty_as_null=False)
+    kept = (flat.str.len_bytes() > 0).fill_null(False).to_numpy()
+    doc = np.repeat(np.arange(len(texts), dtype=np.int64), tokens.list.len().to_numpy())[kept]
+    return flat.hash(seed=seed).to_numpy()[kept], np.bincount(doc, minlength=len(texts)).astype(np.int64)
 
 
 def shingle_hashes(tokens: np.ndarray, lengths: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,17 +103,23 @@ def shingle_hashes(tokens: np.ndarray, lengths: np.ndarray, ngram: int) -> tuple
     A document shorter than ``ngram`` tokens gives one shingle of all its tokens.
     """
     counts = np.where(lengths >= ngram, lengths - ngram + 1, np.minimum(lengths, 1))
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    total = int(counts.sum())
-    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    position = np.arange(total, dtype=np.int64) + np.repeat(starts - first, counts)
-    span = np.repeat(np.minimum(lengths, ngram), counts)
-    combined = np.zeros(total, dtype=np.uint64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    position = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(starts - first, counts)
+    # every full window of the flat token array, from contiguous slices (no gathers)
+    padded = np.concatenate((tokens, np.zeros(ngram, dtype=np.uint64)))
+    windows = np.zeros(len(tokens), dtype=np.uint64)
     for k in range(ngram):
-        inside = k < span
-        step = np.where(inside, tokens[np.minimum(position + k, len(tokens) - 1)] if len(tokens) else 0,
-                        np.uint64(0))
-        combined = combined * _GOLDEN + step + np.uint64(k + 1) * inside
+        windows = windows * _GOLDEN + padded[k:k + len(tokens)] + np.uint64(k + 1)
+    combined = windows[position] if len(tokens) else np.empty(0, dtype=np.uint64)
+    short = np.flatnonzero((lengths > 0) & (lengths < ngram))
+    if len(short):  # the whole document as one shingle: the same hash as a window of its length
+        at = first[short]
+        whole = np.zeros(len(short), dtype=np.uint64)
+        for k in range(ngram - 1):
+            grown = whole * _GOLDEN + padded[starts[short] + k] + np.uint64(k + 1)
+            whole = np.where(k < lengths[short], grown, whole)
+        combined[at] = whole
     return mix64(combined), counts
 
 
@@ -118,15 +144,24 @@ def signatures(shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: in
     np.minimum.at(sig, owner * num_perm + bins.astype(np.int64), (h & np.uint64(0xFFFFFFFF)).astype(np.uint32))
     sig = sig.reshape(docs, num_perm)
     original = sig.copy()
-    rows, cols = np.nonzero((sig == EMPTY) & (counts > 0)[:, None])
-    attempt = 0
-    while len(rows):
-        attempt += 1
-        source = densify_routes(num_perm, attempt, seed)[cols]
-        value = original[rows, source]
-        found = value != EMPTY
-        sig[rows[found], cols[found]] = value[found]
-        rows, cols = rows[~found], cols[~found]
+    borrowed, empty = np.empty_like(sig), np.empty(sig.shape, dtype=bool)
+    for attempt in range(1, _ROUTE_ATTEMPTS + 1):
+        np.equal(sig, EMPTY, out=empty)
+        if not empty.any():
+            break
+        np.take(original, densify_routes(num_perm, attempt, seed), axis=1, out=borrowed)
+        np.copyto(sig, borrowed, where=empty)
+    empty = (sig == EMPTY) & (counts > 0)[:, None]
+    if empty.any():  # then the next non-empty bin to the right (circular), also doc-independent
+        docs = np.flatnonzero(empty.any(axis=1))
+        small = np.int16 if 3 * num_perm < np.iinfo(np.int16).max else np.int32
+        filled = original[docs] != EMPTY
+        index = np.where(filled, np.arange(num_perm, dtype=small), small(2 * num_perm))
+        index = np.concatenate((index, index + small(num_perm)), axis=1)
+        following = np.minimum.accumulate(index[:, ::-1], axis=1)[:, ::-1][:, 1:num_perm + 1] % num_perm
+        part = sig[docs]
+        np.copyto(part, np.take_along_axis(original[docs], following, axis=1), where=empty[docs])
+        sig[docs] = part
     return sig
 
 
@@ -152,93 +187,175 @@ def optimal_bands(threshold: float, num_perm: int, false_negative_weight: float 
     return best
 
 
+def recall_bands(threshold: float, num_perm: int, recall: float = 0.97) -> tuple[int, int]:
+    """(bands, rows) with the fewest false positives among those that make a pair exactly at the
+    threshold a candidate with probability >= ``recall`` (candidates are verified afterwards)."""
+    best, best_area = (num_perm, 1), math.inf
+    for rows in range(1, num_perm + 1):
+        bands = num_perm // rows
+        if 1 - (1 - threshold ** rows) ** bands >= recall:
+            area = false_positive_area(threshold, bands, rows)
+            if area < best_area:
+                best, best_area = (bands, rows), area
+    return best
+
+
+def band_pairs(sig: np.ndarray, docs: np.ndarray, band: int, rows: int, window: int) -> list[np.ndarray]:
+    """Pairs of ``docs`` equal on one LSH band: each bucket member with the next ``window`` ones."""
+    part = sig[docs, band * rows:(band + 1) * rows].astype(np.uint64)
+    key = np.full(len(docs), np.uint64(band), dtype=np.uint64)
+    for column in range(rows):
+        key = mix64(key * _GOLDEN + part[:, column])
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    shared = np.zeros(len(order), dtype=bool)
+    shared[1:] = sorted_key[1:] == sorted_key[:-1]
+    shared[:-1] |= shared[1:].copy()
+    members, member_key = order[shared], sorted_key[shared]  # still grouped by bucket
+    new_run = np.ones(len(members), dtype=bool)
+    new_run[1:] = member_key[1:] != member_key[:-1]
+    run_end = np.append(np.flatnonzero(new_run)[1:], len(members))[np.cumsum(new_run) - 1]
+    position = np.arange(len(members))
+    found = []
+    for offset in range(1, window + 1):
+        left = np.flatnonzero(position + offset < run_end)
+        if not len(left):
+            break
+        found.append(np.stack((docs[members[left]], docs[members[left + offset]]), axis=1))
+    return found
+
+
 def candidate_pairs(sig: np.ndarray, usable: np.ndarray, bands: int, rows: int, window: int) -> np.ndarray:
-    """Unique (a, b) document pairs, a < b, that share at least one LSH band.
+    """Unique (a, b) document pairs, a < b, that share at least one LSH band (bands run on all cores).
 
     Within a bucket, documents (in id order) are paired with the next ``window`` members, so a
     bucket of thousands of equal documents costs linear, not quadratic, work.
     """
     docs = np.flatnonzero(usable)
-    found = []
-    for band in range(bands):
-        part = sig[docs, band * rows:(band + 1) * rows].astype(np.uint64)
-        key = np.full(len(docs), np.uint64(band), dtype=np.uint64)
-        for column in range(rows):
-            key = mix64(key * _GOLDEN + part[:, column])
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
-        same_as_previous = np.concatenate(([False], sorted_key[1:] == sorted_key[:-1]))
-        if not same_as_previous.any():
-            continue
-        run_end = np.concatenate((np.flatnonzero(~same_as_previous)[1:], [len(order)]))
-        run_end = run_end[np.cumsum(~same_as_previous) - 1]
-        for offset in range(1, window + 1):
-            left = np.flatnonzero(np.arange(len(order)) + offset < run_end)
-            if not len(left):
-                break
-            found.append(np.stack((docs[order[left]], docs[order[left + offset]]), axis=1))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        found = [p for part in pool.map(lambda band: band_pairs(sig, docs, band, rows, window), range(bands))
+                 for p in part]
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.concatenate(found)
     pairs.sort(axis=1)
-    return np.unique(pairs, axis=0)
+    key = np.sort(pairs[:, 0] * np.int64(len(sig)) + pairs[:, 1])
+    key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+    return np.stack((key // len(sig), key % len(sig)), axis=1)
 
 
 class ShingleSets:
-    """The sorted, unique shingle set of every document, for exact Jaccard."""
+    """The sorted, unique shingle sets of some documents, for exact Jaccard.
 
-    def __init__(self, shingles: np.ndarray, counts: np.ndarray):
-        owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        order = np.lexsort((shingles, owner))
-        values, owner = shingles[order], owner[order]
+    Shingles are compared on their top 40 bits (a false match inside one pair has odds of about
+    size^2 / 2^41); the document index takes the 24 bits above, so one sort orders everything.
+    """
+
+    def __init__(self, shingles: np.ndarray, counts: np.ndarray, docs: np.ndarray):
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self.local = np.full(len(counts), -1, dtype=np.int64)
+        self.local[docs] = np.arange(len(docs))
+        sizes = counts[docs]
+        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        index = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(offsets[docs] - first, sizes)
+        owner = np.repeat(np.arange(len(docs), dtype=np.uint64), sizes)
+        if len(docs) < 1 << 24:
+            keys = np.sort((owner << np.uint64(40)) | (shingles[index] >> np.uint64(24)))
+            owner, values = keys >> np.uint64(40), keys & np.uint64((1 << 40) - 1)
+        else:
+            values = shingles[index] >> np.uint64(24)
+            order = np.lexsort((values, owner))
+            owner, values = owner[order], values[order]
         keep = np.ones(len(values), dtype=bool)
         keep[1:] = (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])
         self.values = values[keep]
-        self.sizes = np.bincount(owner[keep], minlength=len(counts))
-        self.starts = np.concatenate(([0], np.cumsum(self.sizes)[:-1]))
+        self.sizes = np.bincount(owner[keep].astype(np.int64), minlength=len(docs))
+        self.starts = np.concatenate(([0], np.cumsum(self.sizes)[:-1])).astype(np.int64)
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Concatenated shingle sets of ``docs`` and, for each element, its index in ``docs``."""
+        docs = self.local[docs]
         sizes = self.sizes[docs]
         total = int(sizes.sum())
         first = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         index = np.arange(total, dtype=np.int64) + np.repeat(self.starts[docs] - first, sizes)
         return self.values[index], np.repeat(np.arange(len(docs), dtype=np.int64), sizes)
 
-    def jaccard(self, pairs: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    def jaccard(self, pairs: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
         """Exact Jaccard similarity of each (a, b) pair, vectorized over chunks of pairs."""
         result = np.empty(len(pairs), dtype=np.float64)
         for begin in range(0, len(pairs), chunk):
             part = pairs[begin:begin + chunk]
             left, left_pair = self.gather(part[:, 0])
             right, right_pair = self.gather(part[:, 1])
-            # key = pair index in the high 24 bits, shingle's top 40 bits below: sorted per pair
-            shift = np.uint64(24)
-            right_key = (right_pair.astype(np.uint64) << np.uint64(40)) | (right >> shift)
-            left_key = (left_pair.astype(np.uint64) << np.uint64(40)) | (left >> shift)
-            at = np.searchsorted(right_key, left_key)
-            hit = right_key[np.minimum(at, len(right_key) - 1)] == left_key if len(right_key) else \
-                np.zeros(len(left_key), dtype=bool)
-            common = np.bincount(left_pair[hit], minlength=len(part))
-            union = self.sizes[part[:, 0]] + self.sizes[part[:, 1]] - common
+            # key = pair index in the high 24 bits, the 40 shingle bits below: sorted per pair
+            right_key = (right_pair.astype(np.uint64) << np.uint64(40)) | right
+            left_key = (left_pair.astype(np.uint64) << np.uint64(40)) | left
+            # both are sorted runs: a stable sort of their concatenation is a linear merge
+            merged = np.concatenate((left_key, right_key))
+            merged.sort(kind="stable")
+            equal = merged[1:][merged[1:] == merged[:-1]]
+            common = np.bincount((equal >> np.uint64(40)).astype(np.int64), minlength=len(part))
+            union = self.sizes[self.local[part[:, 0]]] + self.sizes[self.local[part[:, 1]]] - common
             result[begin:begin + len(part)] = common / np.maximum(union, 1)
         return result
 
 
-def estimated_similarity(sig: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    return (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1) if len(pairs) else np.empty(0)
+def _rank_in_group(group: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements share its group (0 for the first)."""
+    order = np.argsort(group, kind="stable")
+    ordered = group[order]
+    starts = np.ones(len(group), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    position = np.arange(len(group))
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = position - np.maximum.accumulate(np.where(starts, position, 0))
+    return rank
+
+
+def estimated_similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Share of equal signature positions of each pair (the MinHash Jaccard estimate)."""
+    result = np.empty(len(pairs), dtype=np.float64)
+    for begin in range(0, len(pairs), chunk):
+        part = pairs[begin:begin + chunk]
+        result[begin:begin + len(part)] = np.count_nonzero(sig[part[:, 0]] == sig[part[:, 1]], axis=1)
+    return result / sig.shape[1]
 
 
 def components(pairs: np.ndarray, count: int) -> np.ndarray:
-    """Connected component label (the smallest member index) of every document."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    """Connected components by vectorized union-find: every document gets the smallest index of
+    its component (edges hook the larger root under the smaller; pointer jumping compresses)."""
+    parent = np.arange(count, dtype=np.int64)
+    left, right = pairs[:, 0].copy(), pairs[:, 1].copy()
+    while len(left):
+        a, b = parent[left], parent[right]
+        low, high = np.minimum(a, b), np.maximum(a, b)
+        linked = low != high
+        if not linked.any():
+            break
+        np.minimum.at(parent, high[linked], low[linked])
+        while True:  # pointer jumping until every document points at a root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        left, right = left[linked], right[linked]
+    return parent
 
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(count, count))
-    _, labels = connected_components(graph, directed=False)
-    smallest = np.full(labels.max() + 1 if count else 0, count, dtype=np.int64)
-    np.minimum.at(smallest, labels, np.arange(count))
-    return smallest[labels]
+
+def choose_survivors(cluster: np.ndarray, keep: str, lengths: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+    """Index of the kept document of each document's cluster, by the ``keep`` rule (one of
+    ``KEEP_RULES``); ties go to the lowest index, i.e. the lowest id."""
+    count = len(cluster)
+    if keep == "lowest_id":
+        return cluster.copy()
+    primary = lengths if keep == "longest" else scores
+    order = np.lexsort((np.arange(count), -primary.astype(np.float64), cluster))  # best first per cluster
+    first_of_cluster = np.ones(count, dtype=bool)
+    first_of_cluster[1:] = cluster[order][1:] != cluster[order][:-1]
+    best = np.empty(count, dtype=np.int64)
+    best[cluster[order][first_of_cluster]] = order[first_of_cluster]
+    return best[cluster]
 
 
 @dataclass
@@ -249,8 +366,9 @@ class Clusters:
     survivor: np.ndarray  # index of the kept member of each document's cluster
     estimated: np.ndarray  # signature similarity of each document to its survivor
     exact: np.ndarray | None  # exact Jaccard similarity to the survivor (when verified)
-    candidates: int
-    edges: int
+    candidates: int  # pairs sharing an LSH band
+    verified: int  # pairs whose exact Jaccard was computed
+    edges: int  # pairs found at or above the threshold
 
 
 @dataclass(frozen=True)
@@ -315,8 +433,9 @@ class MinHashDedup(Operator):
     def banding(self) -> tuple[int, int]:
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
-        # verified candidates cost little, missed pairs cost recall: favour recall
-        return optimal_bands(self.threshold, self.num_perm, 0.8 if self.verify else 0.5)
+        if self.verify:  # verified candidates cost little, missed pairs cost recall
+            return recall_bands(self.threshold, self.num_perm)
+        return optimal_bands(self.threshold, self.num_perm)
 
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         for name in ("cluster_id", "cluster_size"):
@@ -326,25 +445,24 @@ class MinHashDedup(Operator):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         schema = frame.collect_schema()
-        table = frame.collect().sort("id")
+        table = frame.collect().with_row_index(_ROW).sort("id")  # id order; output in input order
         if table.get_column("id").is_duplicated().any():
             raise DataflowError(f"node '{ctx.node}': the 'id' column has duplicates; MinHash dedup needs "
                                 f"unique ids (run an exact dedup on id, or give rows unique ids)")
-        texts = table.select(normalized_text(column_text(self.column, schema[self.column]))).to_series()
-        clusters = self.find(texts, self._lengths(texts), self._scores(table), ctx)
+        raw = table.select(column_text(self.column, schema[self.column])).to_series()
+        lengths = raw.fill_null("").str.len_chars().to_numpy().astype(np.int64)
+        clusters = self.find(prepared_texts(raw, self.shingle), lengths, self._scores(table))
         ids = table.get_column("id")
         removed = clusters.survivor != np.arange(table.height)
         size = np.bincount(clusters.cluster, minlength=table.height)[clusters.cluster]
         marked = table.with_columns(cluster_id=ids.gather(clusters.cluster), cluster_size=pl.Series(size))
         rejects = self._rejects(ids, clusters, removed)
         ctx.count("candidate_pairs", clusters.candidates)
+        ctx.count("verified_pairs", clusters.verified)
         ctx.count("duplicate_pairs", clusters.edges)
         ctx.count("clusters_with_duplicates", int(np.unique(clusters.cluster[removed]).size))
         ctx.progress(table.height)
-        return Result(marked.filter(pl.Series(~removed)), rejects)
-
-    def _lengths(self, texts: pl.Series) -> np.ndarray:
-        return texts.fill_null("").str.len_chars().to_numpy().astype(np.int64)
+        return Result(marked.filter(pl.Series(~removed)).sort(_ROW).drop(_ROW), rejects)
 
     def _scores(self, table: pl.DataFrame) -> np.ndarray | None:
         if self.keep != "highest_score":
@@ -353,31 +471,31 @@ class MinHashDedup(Operator):
 
     def _rejects(self, ids: pl.Series, clusters: Clusters, removed: np.ndarray) -> pl.DataFrame:
         index = np.flatnonzero(removed)
-        details = []
-        for i in index:
-            detail = {"duplicate_of": ids[int(clusters.survivor[i])], "cluster_id": ids[int(clusters.cluster[i])],
-                      "similarity": round(float(clusters.estimated[i]), 4)}
-            if clusters.exact is not None:
-                detail["jaccard"] = round(float(clusters.exact[i]), 4)
-            details.append(json.dumps(detail))
-        return pl.DataFrame({"id": ids.gather(index), "reason": ["near_duplicate"] * len(index),
-                             "score": clusters.estimated[index].astype(np.float64),
-                             "detail": pl.Series(details, dtype=pl.String)})
+        detail = {"duplicate_of": ids.gather(clusters.survivor[index]),
+                  "cluster_id": ids.gather(clusters.cluster[index]),
+                  "similarity": np.round(clusters.estimated[index], 4)}
+        if clusters.exact is not None:
+            detail["jaccard"] = np.round(clusters.exact[index], 4)
+        as_json = pl.DataFrame(detail).select(pl.struct(pl.all()).struct.json_encode()).to_series()
+        return pl.DataFrame({"id": ids.gather(index), "reason": pl.repeat("near_duplicate", len(index), eager=True),
+                             "score": clusters.estimated[index].astype(np.float64), "detail": as_json})
 
-    def find(self, texts: pl.Series, lengths: np.ndarray, scores: np.ndarray | None,
-             ctx: Context | None = None) -> Clusters:
-        """Cluster normalized texts (in id order); the engine-independent core, used by benchmarks."""
+    def find(self, texts: pl.Series, lengths: np.ndarray, scores: np.ndarray | None = None) -> Clusters:
+        """Cluster texts prepared by ``prepared_texts`` (in id order); ``lengths`` and ``scores``
+        serve the ``keep`` rule. The engine-independent core, also used by the benchmark."""
         shingles, counts = self._shingle_all(texts)
         sig = self._signatures(shingles, counts)
         bands, rows = self.banding()
-        pairs = candidate_pairs(sig, counts > 0, bands, rows, self.window)
-        sets = ShingleSets(shingles, counts) if self.verify else None
-        del shingles
-        estimate = estimated_similarity(sig, pairs)
-        similarity = sets.jaccard(pairs) if sets is not None else estimate
-        edges = pairs[similarity >= self.threshold - 1e-9]
+        candidates = candidate_pairs(sig, counts > 0, bands, rows, self.window)
+        if self.verify:
+            involved = np.flatnonzero(np.bincount(candidates.ravel(), minlength=len(counts)))
+            sets = ShingleSets(shingles, counts, involved)
+            edges, checked = self._verified_edges(*self._worth_verifying(candidates, sig, sets), sets, len(texts))
+        else:
+            sets, checked = None, 0
+            edges = candidates[estimated_similarity(sig, candidates) >= self.threshold - 1e-9]
         cluster = components(edges, len(texts))
-        survivor = self._survivors(cluster, lengths, scores)
+        survivor = choose_survivors(cluster, self.keep, lengths, scores)
         estimated = np.ones(len(texts))
         exact = np.ones(len(texts)) if sets is not None else None
         moved = np.flatnonzero(survivor != np.arange(len(texts)))
@@ -386,7 +504,45 @@ class MinHashDedup(Operator):
             estimated[moved] = estimated_similarity(sig, to_survivor)
             if exact is not None:
                 exact[moved] = sets.jaccard(to_survivor)
-        return Clusters(cluster, survivor, estimated, exact, len(pairs), len(edges))
+        return Clusters(cluster, survivor, estimated, exact, len(candidates), checked, len(edges))
+
+    def _worth_verifying(self, pairs: np.ndarray, sig: np.ndarray,
+                         sets: ShingleSets) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates that may reach the threshold, with their estimates: set sizes within its ratio
+        (exact, as Jaccard <= min/max size), then a signature estimate within ``_SIGMAS`` standard
+        deviations of it (the deviation shrinks with the distinct values a signature holds,
+        min(size, num_perm))."""
+        sizes = np.sort(sets.sizes[sets.local[pairs]], axis=1)
+        plausible = sizes[:, 0] >= self.threshold * sizes[:, 1] - 1e-9
+        pairs, sizes = pairs[plausible], sizes[plausible]
+        estimate = estimated_similarity(sig, pairs)
+        spread = _SIGMAS * np.sqrt(self.threshold * (1 - self.threshold) / np.minimum(sizes[:, 0], self.num_perm))
+        likely = estimate >= self.threshold - spread
+        return pairs[likely], estimate[likely]
+
+    def _verified_edges(self, pairs: np.ndarray, estimate: np.ndarray, sets: ShingleSets,
+                        count: int) -> tuple[np.ndarray, int]:
+        """Pairs at or above the threshold by exact Jaccard, enough of them to give the same
+        components as checking every pair. In rounds (as Boruvka's algorithm): each cluster found
+        so far checks its most similar open pair (all are checked once few are left); a pair whose documents are already
+        connected is dropped unchecked, since it cannot change a component."""
+        pool = pairs[np.argsort(-estimate, kind="stable")]
+        edges, checked, per_cluster = [np.empty((0, 2), dtype=np.int64)], 0, 1
+        while len(pool):
+            labels = components(np.concatenate(edges), count)
+            left, right = labels[pool[:, 0]], labels[pool[:, 1]]
+            still_open = left != right
+            pool, low = pool[still_open], np.minimum(left, right)[still_open]
+            if not len(pool):
+                break
+            chosen = _rank_in_group(low) < per_cluster
+            if len(pool) <= _CHECK_ALL_BELOW:
+                chosen[:] = True
+            batch, pool = pool[chosen], pool[~chosen]
+            checked += len(batch)
+            edges.append(batch[sets.jaccard(batch) >= self.threshold - 1e-9])
+            per_cluster *= 2
+        return np.concatenate(edges), checked
 
     def _shingle_all(self, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """Shingle hashes of all texts, computed in batches on all cores."""
@@ -419,18 +575,3 @@ class MinHashDedup(Operator):
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             return np.concatenate(list(pool.map(batch, bounds)))
-
-    def _survivors(self, cluster: np.ndarray, lengths: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-        """Index of the kept document of each document's cluster, by the ``keep`` rule."""
-        count = len(cluster)
-        index = np.arange(count)
-        if self.keep == "lowest_id":
-            return cluster.copy()
-        primary = lengths if self.keep == "longest" else scores
-        # best first: largest primary value, then lowest index (id order)
-        order = np.lexsort((index, -primary.astype(np.float64), cluster))
-        first_of_cluster = np.ones(count, dtype=bool)
-        first_of_cluster[1:] = cluster[order][1:] != cluster[order][:-1]
-        best = np.empty(count, dtype=np.int64)
-        best[cluster[order][first_of_cluster]] = order[first_of_cluster]
-        return best[cluster]

@@ -117,3 +117,49 @@ class PreferencePairs(Operator):
                 "rejected": [{"role": "assistant", "content": rejected[self.response]}],
                 "chosen_score": float(chosen[self.score]), "rejected_score": float(rejected[self.score]),
                 "margin": float(margin), "chosen_id": chosen["id"], "rejected_id": rejected["id"]}
+
+
+@dataclass(frozen=True)
+class VerdictPairs(Operator):
+    """Preference records from pairwise-judge verdicts (``a``, ``b`` or ``tie``): the winner is
+    chosen, the other rejected; ties and missing verdicts go to rejects. Ids of the compared
+    candidates, when given in ``a_id``/``b_id`` columns, are kept as ``chosen_id``/``rejected_id``."""
+
+    prompt: str = "prompt"
+    a: str = "response_a"
+    b: str = "response_b"
+    verdict: str = "verdict"
+    a_id: str | None = None
+    b_id: str | None = None
+    kind = "row"
+
+    def label(self) -> str:
+        return "verdict_pairs"
+
+    def required_columns(self) -> dict[str, Any]:
+        ids = {c: None for c in (self.a_id, self.b_id) if c}
+        return {self.prompt: None, self.a: str, self.b: str, self.verdict: str, **ids}
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        scored = PreferencePairs().output_schema(schema)
+        return pl.Schema({k: v for k, v in scored.items() if k not in ("chosen_score", "rejected_score", "margin")})
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        table = frame.collect()
+        pairs, rejects = [], []
+        for row in table.iter_rows(named=True):
+            if row[self.verdict] not in ("a", "b"):
+                rejects.append({"id": row["id"], "reason": "tie" if row[self.verdict] == "tie" else "no verdict"})
+                continue
+            win, lose = (self.a, self.b) if row[self.verdict] == "a" else (self.b, self.a)
+            win_id, lose_id = (self.a_id, self.b_id) if row[self.verdict] == "a" else (self.b_id, self.a_id)
+            chosen_id = str(row[win_id]) if win_id else f"{row['id']}/{row[self.verdict]}"
+            rejected_id = str(row[lose_id]) if lose_id else f"{row['id']}/{'b' if row[self.verdict] == 'a' else 'a'}"
+            pairs.append({"id": f"{chosen_id}>{rejected_id}", "prompt_id": row["id"],
+                          "prompt": prompt_turns(row[self.prompt]),
+                          "chosen": [{"role": "assistant", "content": row[win]}],
+                          "rejected": [{"role": "assistant", "content": row[lose]}],
+                          "chosen_id": chosen_id, "rejected_id": rejected_id})
+        ctx.count("pairs", len(pairs))
+        return Result(pl.DataFrame(pairs, schema=self.output_schema(table.schema)),
+                      pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String}))

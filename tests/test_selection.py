@@ -104,3 +104,16 @@ def test_pass_rate_and_learnable_band(builder):
     builder.build(p)
     assert builder.output("o").select("id", "pass_rate", "n_samples").rows() == [("q2", 0.5, 4)]
     assert dict(builder.rejects("band").select("id", "score").rows()) == {"q1": 1.0, "q3": 0.0}
+
+
+def test_pairs_from_pairwise_verdicts(builder):
+    from dataflow.operators.pairs import VerdictPairs
+
+    rows = [{"prompt": "2+2?", "response_a": "4", "response_b": "5", "verdict": "a", "ca": "c1", "cb": "c2"},
+            {"prompt": "Sky?", "response_a": "green", "response_b": "blue", "verdict": "b", "ca": "c3", "cb": "c4"},
+            {"prompt": "Hi?", "response_a": "hi", "response_b": "hello", "verdict": "tie", "ca": "c5", "cb": "c6"}]
+    out = run(builder, VerdictPairs(a_id="ca", b_id="cb"), rows)
+    assert out.select("id", "chosen_id", "rejected_id").rows() == [("c1>c2", "c1", "c2"), ("c4>c3", "c4", "c3")]
+    assert out["chosen"][1].to_list() == [{"role": "assistant", "content": "blue"}]
+    get_schema("preference").validate(out.row(0, named=True))
+    assert builder.rejects("selected").select("id", "reason").rows() == [("src-3", "tie")]
