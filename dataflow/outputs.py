@@ -30,13 +30,7 @@ def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dic
         store.scan(node.fingerprint).sink_parquet(tmp / DATA, compression="zstd")
     (tmp / "README.md").write_text(dataset_card(compiled, name, stats))
     (tmp / FINGERPRINT_FILE).write_text(node.fingerprint)
-    if target.exists():
-        old = store.tmp / f"old-{name}.{secrets.token_hex(4)}"
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
+    store.move_into_place(tmp, target)
     return True
 
 
@@ -88,5 +82,5 @@ def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeSta
               "from datasets import load_dataset",
               f'ds = load_dataset("parquet", data_files="{name}/{DATA}", split="train")',
               "```", "",
-              f"Rejected rows of every step: `dataflow query \"select * from rejects\"`.", ""]
+              "Rejected rows of every step: `dataflow query \"select * from rejects\"`.", ""]
     return "\n".join(lines)

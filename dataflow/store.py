@@ -66,13 +66,18 @@ class Store:
         (tmp / META).write_text(json.dumps(meta, indent=1))
         final = self.entry(fingerprint)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # a forced rebuild replaces the old entry
-            old = self.tmp / f"old.{fingerprint}.{secrets.token_hex(4)}"
-            os.rename(final, old)
-            os.rename(tmp, final)
+        self.move_into_place(tmp, final)
+
+    def move_into_place(self, tmp: Path, target: Path) -> None:
+        """Rename a finished directory to ``target``, replacing an older one (a forced rebuild,
+        a refreshed output) so that ``target`` is never missing or half-written."""
+        if target.exists():
+            old = self.tmp / f"old.{target.name}.{secrets.token_hex(4)}"
+            os.rename(target, old)
+            os.rename(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.rename(tmp, final)
+            os.rename(tmp, target)
 
     def discard(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
