@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from dataflow.errors import DataflowError
 from dataflow.operator import Context, Operator, Result
 
 
@@ -17,7 +18,13 @@ class Concat(Operator):
     kind = "global"
 
     def apply(self, *frames: pl.LazyFrame, ctx: Context) -> Result:
-        return Result(pl.concat(frames, how="diagonal_relaxed"))
+        table = pl.concat(frames, how="diagonal_relaxed").collect()
+        repeated = table.filter(pl.col("id").is_duplicated()).get_column("id").unique().head(3).to_list()
+        if repeated:
+            raise DataflowError(f"node '{ctx.node}': ids repeat across the concatenated inputs, e.g. {repeated}; "
+                                f"ids must stay unique: give the sources different names, or derive new ids "
+                                f"with a map before concatenating")
+        return Result(table)
 
 
 @dataclass(frozen=True)

@@ -250,3 +250,11 @@ def test_operator_module_templates_are_part_of_its_code_version(builder, tmp_pat
     report = builder.build(pipeline("Question: {text}"))
     assert builder.status(report)["rendered"] == "built"
     assert builder.output("o")["rendered"][0] == "Question: " + ROWS[0]["text"]
+
+
+def test_concat_refuses_repeated_ids(builder):
+    p = Pipeline("self_concat")
+    src = p.from_rows(ROWS, name="src")
+    p.output("o", p.concat(src, src, name="twice"))
+    with pytest.raises(DataflowError, match=r"node 'twice': ids repeat across the concatenated inputs"):
+        builder.build(p)
