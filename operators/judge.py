@@ -155,6 +155,13 @@ class _Judge(Operator):
         fields = {k: v for k, v in self.__dict__.items() if k != "models"}
         return digest([qualified_name(type(self)), fields, [model_identity(m) for m in self.models]])
 
+    def result(self, table: pl.DataFrame, judged: list[dict], rejects: list[dict]) -> Result:
+        """The input rows that were judged, with the judge's columns, and the rejects."""
+        columns = self.output_schema(table.schema)
+        new = pl.DataFrame(judged, schema={"id": pl.String(), **{c: columns[c] for c in columns if c not in table.schema}})
+        output = table.join(new, on="id", how="inner", maintain_order="left")
+        return Result(output, pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String, "detail": pl.String}))
+
     def criterion(self) -> str:
         return RUBRICS.get(self.rubric, self.rubric)
 
@@ -262,10 +269,7 @@ class JudgeScore(_Judge):
                            f"{self.output}_agreement": agreement, f"{self.output}_n": len(replies),
                            "judge_model": ",".join(sorted({m for m, _, _ in replies}))})
         ctx.progress(table.height)
-        columns = self.output_schema(table.schema)
-        new = pl.DataFrame(scored, schema={"id": pl.String(), **{c: columns[c] for c in columns if c not in table.schema}})
-        output = table.join(new, on="id", how="inner", maintain_order="left")
-        return Result(output, pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String, "detail": pl.String}))
+        return self.result(table, scored, rejects)
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,4 @@ class PairwiseJudge(_Judge):
         if decided["first"] + decided["second"]:
             ctx.record("position_bias_first", round(decided["first"] / (decided["first"] + decided["second"]), 3))
         ctx.progress(table.height)
-        columns = self.output_schema(table.schema)
-        new = pl.DataFrame(rows, schema={"id": pl.String(), **{c: columns[c] for c in columns if c not in table.schema}})
-        output = table.join(new, on="id", how="inner", maintain_order="left")
-        return Result(output, pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String, "detail": pl.String}))
+        return self.result(table, rows, rejects)
