@@ -38,7 +38,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
         entry = out / node["store"]
         if (entry / REJECTS).exists():
             rejects.append(entry / REJECTS)
-        if node["status"] == "view" or (not (entry / DATA).exists() and (entry / REJECTS).exists()):
+        if not (entry / DATA).exists():  # a view (a filter): its input minus its rejects
             parent = node["inputs"][0]
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM {_quote(parent)} WHERE id NOT IN "
                         f"(SELECT id FROM read_parquet({_literal(entry / REJECTS)}))")
