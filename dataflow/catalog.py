@@ -9,18 +9,26 @@ import duckdb
 import polars as pl
 
 from dataflow.errors import DataflowError
-from dataflow.store import DATA, REJECTS
+from dataflow.store import DATA, META, REJECTS
 
-REJECTS_EMPTY = ("SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS node, NULL::VARCHAR AS reason, "
-                 "NULL::DOUBLE AS score, NULL::VARCHAR AS detail WHERE false")
+REJECTS_COLUMNS = {"id": "VARCHAR", "node": "VARCHAR", "reason": "VARCHAR", "score": "DOUBLE", "detail": "VARCHAR"}
+REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()) + " WHERE false"
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+def _literal(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _rejects_select(entry: Path) -> str:
+    """One node's rejects in the common columns; a filter stores its one-value columns in meta.json."""
+    constants = json.loads((entry / META).read_text()).get("reject_constants", {})
+    columns = [f"{'NULL' if constants[c] is None else _literal(constants[c])}::{t} AS {c}" if c in constants
+               else f"{c}::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()]
+    return f"SELECT {', '.join(columns)} FROM read_parquet({_literal(entry / REJECTS)})"
 
 
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
@@ -37,7 +45,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     for name, node in nodes.items():
         entry = out / node["store"]
         if (entry / REJECTS).exists():
-            rejects.append(entry / REJECTS)
+            rejects.append(_rejects_select(entry))
         if not (entry / DATA).exists():  # a view (a filter): its input minus its rejects
             parent = node["inputs"][0]
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM {_quote(parent)} WHERE id NOT IN "
@@ -47,11 +55,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     for name in manifest["outputs"]:
         if name not in nodes:
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(out / name / DATA)})")
-    if rejects:
-        files = "[" + ", ".join(_literal(p) for p in rejects) + "]"
-        con.execute(f"CREATE VIEW rejects AS SELECT * FROM read_parquet({files}, union_by_name=true)")
-    else:
-        con.execute(f"CREATE VIEW rejects AS {REJECTS_EMPTY}")
+    con.execute(f"CREATE VIEW rejects AS {' UNION ALL '.join(rejects) or REJECTS_EMPTY}")
     runs = out / ".dataflow" / "runs.jsonl"
     con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs)})")
     table = pl.DataFrame([{k: node.get(k) for k in ("name", "op", "status", "rows_in", "rows_out", "rejected",

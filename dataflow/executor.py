@@ -5,12 +5,15 @@ streaming engine, so row and batch operators run with bounded memory. A view nod
 stores only its rejects. Consecutive filters form a chain over one base frame: a single
 ``__stage`` column holds the index of the first filter a row fails, so every predicate is
 evaluated once, and each filter's rejects are written in the same ``collect_all`` pass as the
-next stored node. Every node is committed atomically as soon as it is complete: a crash or
+next stored node: ids and scores per row, the node, reason and detail once in its meta.json
+(``reject_constants``). Parquet is read at most one row group ahead per thread, so memory stays
+flat as the input grows (polars' default reads up to 16 ahead). Every node is committed atomically as soon as it is complete: a crash or
 Ctrl-C keeps what finished, and a rebuild resumes there.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +53,7 @@ class _Pending:
     tmp: Path
     started: float
     ctx: Context
+    reject_constants: dict = field(default_factory=dict)  # rejects' columns that hold one value
 
 
 @dataclass
@@ -81,6 +85,7 @@ class LocalExecutor:
         self.pending: list[_Pending] = []
         self.counted: set[str] = set()  # nodes whose row counts are known (cached or committed)
         self.chains: dict[str, tuple[_Chain, pl.LazyFrame]] = {}  # view -> (its chain, marked frame)
+        os.environ.setdefault("POLARS_ROW_GROUP_PREFETCH_SIZE", str(pl.thread_pool_size()))
         try:
             for name in compiled.order:
                 if plans[name].cached:
@@ -153,9 +158,12 @@ class LocalExecutor:
                 if view not in pending or view in done:
                     continue
                 op = self.compiled.nodes[view].op
-                labels = {k: pl.lit(v) for k, v in op.reject_labels().items()}
-                rejects = marked.filter(pl.col(STAGE) == stage).select("id", score=op.reject_score(), **labels)
-                sinks.append(normalize_rejects(rejects, view).sink_parquet(pending[view].tmp / REJECTS, lazy=True))
+                score = op.reject_score()
+                per_row = {} if score is None else {"score": score}
+                pending[view].reject_constants = {"node": view, **op.reject_labels(),
+                                                  **({} if per_row else {"score": None})}
+                rejects = marked.filter(pl.col(STAGE) == stage).select("id", **per_row)
+                sinks.append(rejects.sink_parquet(pending[view].tmp / REJECTS, lazy=True))
                 done.add(view)
         return sinks
 
@@ -197,6 +205,6 @@ class LocalExecutor:
             "node": job.name, "op": stats.op, "fingerprint": stats.fingerprint, "view_of": view_of,
             "rows_in": stats.rows_in, "rows": stats.rows_out, "rejected": stats.rejected,
             "schema": stats.schema, "metrics": stats.metrics, "seconds": round(stats.seconds, 3),
-            "built_at": now(),
+            "built_at": now(), **({"reject_constants": job.reject_constants} if job.reject_constants else {}),
         })
         self.progress.finish(stats)

@@ -55,8 +55,11 @@ def with_ids(frame: pl.LazyFrame, node: str, numbers: pl.Expr | None = None) -> 
     """Put a string ``id`` column first: the data's own ids, or ``<node>-<number>``."""
     if "id" in frame.collect_schema():
         return frame.with_columns(pl.col("id").cast(pl.String)).select("id", pl.exclude("id"))
-    numbers = numbers if numbers is not None else pl.int_range(1, pl.len() + 1)
-    return frame.select(pl.format(f"{node}-{{}}", numbers).alias("id"), pl.all())
+    columns = pl.all()
+    if numbers is None:  # a row index streams; int_range(pl.len()) would hold the whole column
+        row = "__dataflow_row"
+        frame, numbers, columns = frame.with_row_index(row, offset=1), pl.col(row), pl.exclude(row)
+    return frame.select(pl.format(f"{node}-{{}}", numbers).alias("id"), columns)
 
 
 def check_ids(frame: pl.LazyFrame, where: str) -> None:

@@ -18,7 +18,8 @@ class Filter(Operator):
     ``score`` names a column copied into the rejects' score, e.g. the quality value that failed.
     The output is stored as its rejects only: it is its input minus those rows. The executor
     fuses a chain of filters into one pass that evaluates each predicate once (``keep``,
-    ``reject_score`` and ``reject_labels`` are what it needs from a view operator).
+    ``reject_score`` and ``reject_labels`` are what it needs from a view operator); it stores
+    the rejects' ids and scores per row and the labels once per node.
     """
 
     predicate: pl.Expr
@@ -47,9 +48,9 @@ class Filter(Operator):
         """True for rows that pass (a null predicate fails)."""
         return self.predicate.fill_null(False)
 
-    def reject_score(self) -> pl.Expr:
-        """The rejects' score for a failing row."""
-        return pl.col(self.score).cast(pl.Float64) if self.score else pl.lit(None, pl.Float64)
+    def reject_score(self) -> pl.Expr | None:
+        """The rejects' score for a failing row; None when this filter has no score column."""
+        return pl.col(self.score).cast(pl.Float64) if self.score else None
 
     def reject_labels(self) -> dict[str, str]:
         """The rejects' reason and detail, the same for every row this filter drops."""
@@ -57,7 +58,9 @@ class Filter(Operator):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         labels = {k: pl.lit(v) for k, v in self.reject_labels().items()}
-        return Result(frame.filter(self.keep()), frame.filter(~self.keep()).select("id", score=self.reject_score(), **labels))
+        score = self.reject_score()
+        rejects = frame.filter(~self.keep()).select("id", score=pl.lit(None) if score is None else score, **labels)
+        return Result(frame.filter(self.keep()), rejects)
 
 
 @dataclass(frozen=True)

@@ -153,16 +153,16 @@ def test_on_error_reject_sends_failing_rows_to_rejects(builder):
 
 def test_fan_out_concat_and_join(builder):
     p = Pipeline("graph")
-    left = p.from_rows([{"k": 1, "a": "x"}, {"k": 2, "a": "y"}, {"k": 3, "a": "z"}], name="left")
-    right = p.from_rows([{"k": 1, "b": "one"}, {"k": 3, "b": "three"}], name="right")
+    left = p.from_rows([{"k": 1, "a": "x"}, {"k": 2, "a": "y"}, {"k": 3, "a": "z"}], name="lhs")
+    right = p.from_rows([{"k": 1, "b": "one"}, {"k": 3, "b": "three"}], name="rhs")
     joined = left.join(right, on="k", name="joined")
     both = p.concat(left, right, name="combined")
     p.output("joined", joined)
     p.output("combined", both)
     builder.build(p)
     j = builder.output("joined")
-    assert j.select("id", "b", "id_right").rows() == [("left-1", "one", "right-1"), ("left-3", "three", "right-2")]
-    assert builder.rejects("joined")["id"].to_list() == ["left-2"]
+    assert j.select("id", "b", "id_right").rows() == [("lhs-1", "one", "rhs-1"), ("lhs-3", "three", "rhs-2")]
+    assert builder.rejects("joined")["id"].to_list() == ["lhs-2"]
     assert builder.output("combined").height == 5
 
 

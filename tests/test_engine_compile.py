@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+import duckdb
 import polars as pl
 import pytest
 
 from dataflow import CompileError, Pipeline, row_op
 from dataflow.operators import Sample
+from dataflow.pipeline import SQL_RESERVED
 
 
 def problems_of(p: Pipeline) -> list[str]:
@@ -105,3 +107,15 @@ def test_names_must_be_usable_in_sql():
     assert "node name 'select' is an SQL keyword" in text
     assert "output name 'my-output' is not an identifier" in text
     assert "limit_step" in p.nodes  # automatic names avoid keywords
+
+
+def test_reserved_names_are_every_keyword_duckdb_refuses_as_a_table():
+    con = duckdb.connect()
+    refused = set()
+    for (keyword,) in con.execute("select keyword_name from duckdb_keywords()").fetchall():
+        con.execute(f'create or replace view "{keyword}" as select 1 as n')
+        try:
+            con.execute(f"select n from {keyword} order by n")
+        except duckdb.Error:
+            refused.add(keyword)
+    assert refused == SQL_RESERVED
