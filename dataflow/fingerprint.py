@@ -18,25 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import xxhash
 
 
 def digest(value: Any, size: int = 16) -> str:
     """Hex digest of the canonical JSON form of ``value``."""
     text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode(), digest_size=size).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """Content hash of a file or of every file under a directory (names included)."""
-    h = xxhash.xxh3_128()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path)).encode() if path.is_dir() else b"")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def canonical(value: Any, _seen: frozenset[int] = frozenset()) -> Any:

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -68,7 +68,7 @@ class Pipeline:
         self.outputs: dict[str, str] = {}
         self.params: dict[str, Any] = {}
         self.problems: list[str] = []  # declaration problems, reported by compile
-        caller = inspect.stack()[1].filename
+        caller = sys._getframe(1).f_code.co_filename  # inspect.stack() would read every frame's source
         self.base_dir = Path(caller).resolve().parent if Path(caller).exists() else Path.cwd()
 
     # -- parameters --------------------------------------------------------------------------

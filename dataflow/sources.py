@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from dataflow.errors import DataflowError
-from dataflow.fingerprint import file_digest
+from dataflow.filehash import file_digest
 from dataflow.operator import Context, Operator, Result
 
 SCHEMA_SAMPLE_LINES = 1000
@@ -51,10 +51,12 @@ class FileSource(Source):
         return {"content": file_digest(Path(self.path))}
 
 
-def with_ids(frame: pl.LazyFrame, node: str, numbers: pl.Expr | None = None) -> pl.LazyFrame:
-    """Put a string ``id`` column first: the data's own ids, or ``<node>-<number>``."""
+def with_ids(frame: pl.LazyFrame, node: str, where: str, numbers: pl.Expr | None = None) -> pl.LazyFrame:
+    """Put a string ``id`` column first: the data's own ids (checked), or ``<node>-<number>``."""
     if "id" in frame.collect_schema():
-        return frame.with_columns(pl.col("id").cast(pl.String)).select("id", pl.exclude("id"))
+        frame = frame.with_columns(pl.col("id").cast(pl.String)).select("id", pl.exclude("id"))
+        check_ids(frame.select("id"), where)
+        return frame
     columns = pl.all()
     if numbers is None:  # a row index streams; int_range(pl.len()) would hold the whole column
         row = "__dataflow_row"
@@ -62,18 +64,16 @@ def with_ids(frame: pl.LazyFrame, node: str, numbers: pl.Expr | None = None) -> 
     return frame.select(pl.format(f"{node}-{{}}", numbers).alias("id"), columns)
 
 
-def check_ids(frame: pl.LazyFrame, where: str) -> None:
-    """Fail if a data-supplied ``id`` column has nulls or duplicates."""
-    if "id" not in frame.collect_schema():
-        return
-    ids = frame.select("id").collect().get_column("id")
-    nulls = ids.null_count()
-    if nulls:
-        raise DataflowError(f"{where}: column 'id' has {nulls} null value(s); ids must be unique and "
+def check_ids(ids: pl.LazyFrame, where: str) -> None:
+    """Fail if data-supplied ids have nulls or duplicates (counted in one streaming pass)."""
+    counts = ids.select(nulls=pl.col("id").null_count(), rows=pl.len(),
+                        distinct=pl.col("id").n_unique()).collect(engine="streaming").row(0, named=True)
+    if counts["nulls"]:
+        raise DataflowError(f"{where}: column 'id' has {counts['nulls']} null value(s); ids must be unique and "
                             f"non-null. Drop or rename the column to have ids generated.")
-    dups = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
-    if dups:
-        raise DataflowError(f"{where}: column 'id' has duplicate values, e.g. {dups}; ids must be "
+    if counts["distinct"] < counts["rows"]:
+        dups = ids.group_by("id").len().filter(pl.col("len") > 1).head(3).collect()["id"].to_list()
+        raise DataflowError(f"{where}: column 'id' has duplicate values, e.g. {sorted(dups)}; ids must be "
                             f"unique. Drop or rename the column to have ids generated.")
 
 
@@ -176,8 +176,7 @@ class ReadJsonl(FileSource):
         records, problems = parse_jsonl(Path(self.path).read_bytes(), where, self.on_error)
         frame, rejects = records_to_frame(records, where, "line", self.on_error, ctx.node)
         rejects += [{"id": f"{ctx.node}-{n}", "reason": r, "detail": d} for n, r, d in problems]
-        lazy = with_ids(frame.lazy(), ctx.node, pl.col("__n")).drop("__n")
-        check_ids(lazy, where)
+        lazy = with_ids(frame.lazy(), ctx.node, where, pl.col("__n")).drop("__n")
         return Result(lazy, pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String,
                                                            "detail": pl.String}))
 
@@ -206,8 +205,7 @@ class ReadJson(FileSource):
         return self._records("").drop("__n").schema
 
     def apply(self, ctx: Context) -> Result:
-        frame = with_ids(self._records(ctx.node).lazy(), ctx.node, pl.col("__n")).drop("__n")
-        check_ids(frame, str(self.path))
+        frame = with_ids(self._records(ctx.node).lazy(), ctx.node, str(self.path), pl.col("__n")).drop("__n")
         return Result(frame)
 
 
@@ -222,8 +220,7 @@ class ReadParquet(FileSource):
         return pl.scan_parquet(self.path).collect_schema()
 
     def apply(self, ctx: Context) -> Result:
-        frame = with_ids(pl.scan_parquet(self.path), ctx.node)
-        check_ids(frame, str(self.path))
+        frame = with_ids(pl.scan_parquet(self.path), ctx.node, str(self.path))
         return Result(frame)
 
 
@@ -247,8 +244,7 @@ class ReadCsv(FileSource):
             frame = self._scan().collect()
         except pl.exceptions.PolarsError as exc:
             raise DataflowError(f"{self.path}: cannot read as CSV: {str(exc).splitlines()[0]}") from exc
-        lazy = with_ids(frame.lazy(), ctx.node)
-        check_ids(lazy, str(self.path))
+        lazy = with_ids(frame.lazy(), ctx.node, str(self.path))
         return Result(lazy)
 
 
@@ -293,8 +289,7 @@ class ReadHF(Source):
         ds = self._load()
         if ds._indices is not None:
             ds = ds.flatten_indices()
-        frame = with_ids(pl.from_arrow(ds.data.table).lazy(), ctx.node)
-        check_ids(frame, "dataset")
+        frame = with_ids(pl.from_arrow(ds.data.table).lazy(), ctx.node, "dataset")
         return Result(frame)
 
 
@@ -315,6 +310,5 @@ class FromRows(Source):
         return self._frame().drop("__n").schema
 
     def apply(self, ctx: Context) -> Result:
-        frame = with_ids(self._frame().lazy(), ctx.node, pl.col("__n")).drop("__n")
-        check_ids(frame, "rows")
+        frame = with_ids(self._frame().lazy(), ctx.node, "rows", pl.col("__n")).drop("__n")
         return Result(frame)

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from dataflow.errors import DataflowError
-from dataflow.fingerprint import file_digest
+from dataflow.filehash import file_digest
 from dataflow.operator import Context, Operator, Result
 from dataflow.operators.heuristics import text_of
 from dataflow.operators.minhash import prepared_texts, shingle_hashes, token_hashes

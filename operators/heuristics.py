@@ -77,7 +77,7 @@ class LengthMeasures(_Measures):
     def fingerprint_extras(self) -> dict[str, Any]:
         if not self.tokenizer:
             return {}
-        from dataflow.fingerprint import file_digest
+        from dataflow.filehash import file_digest
 
         return {"tokenizer": file_digest(_tokenizer_file(self.tokenizer))}
 

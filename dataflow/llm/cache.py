@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from dataflow.llm.paths import user_cache_dir
 from dataflow.llm.types import Completion, Request
+from dataflow.paths import user_cache_dir
 
 SCHEMA = """
 create table if not exists samples (key text primary key, model text not null, text text not null,
@@ -27,7 +27,6 @@ create table if not exists samples (key text primary key, model text not null, t
 create table if not exists failures (key text primary key, model text not null, error text not null,
     attempts integer not null, last real not null);
 create table if not exists retry_generations (scope text primary key, generation integer not null);
-create table if not exists weight_digests (signature text primary key, digest text not null);
 """
 
 
@@ -106,16 +105,6 @@ class RequestCache:
         with self._lock:
             self.db.execute("insert into retry_generations values (?, 1) on conflict(scope) do update set "
                             "generation = generation + 1", (scope,))
-
-    def weights_digest(self, signature: str) -> str | None:
-        """A remembered content hash of model files, by their (paths, sizes, mtimes) signature."""
-        with self._lock:
-            row = self.db.execute("select digest from weight_digests where signature = ?", (signature,)).fetchone()
-        return row[0] if row else None
-
-    def remember_weights_digest(self, signature: str, digest: str) -> None:
-        with self._lock:
-            self.db.execute("insert or replace into weight_digests values (?, ?)", (signature, digest))
 
 
 _open: dict[Path, RequestCache] = {}

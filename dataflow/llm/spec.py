@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlparse
 
-from dataflow.fingerprint import file_digest
+from dataflow.filehash import file_digest
 
 OPTIONS = {
     "local": {"threads", "batch_size", "device", "dtype", "chunk"},
@@ -123,22 +123,6 @@ def spec_problems(text: str) -> list[str]:
     return problems
 
 
-def _weights_digest(path: Path) -> str:
-    """Content hash of a model file or directory, remembered in the request cache by the files'
-    paths, sizes and modification times (hashing many GB at every build would be slow)."""
-    from dataflow.fingerprint import digest
-    from dataflow.llm.cache import shared_cache
-
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    signature = digest([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
-    cache = shared_cache()
-    known = cache.weights_digest(signature)
-    if known is None:
-        known = file_digest(path)
-        cache.remember_weights_digest(signature, known)
-    return known
-
-
 def model_identity(text: str) -> str:
     """What the model computes with: backend, model and weights hash (or the served model id)."""
     spec = parse_spec(text)
@@ -150,11 +134,11 @@ def model_identity(text: str) -> str:
         from dataflow.llm.convert import CONVERSION_VERSION, DEFAULT_NAME, default_gguf
 
         gguf = default_gguf()
-        return f"transformers:{DEFAULT_NAME}:gguf-{_weights_digest(gguf)}:conv{CONVERSION_VERSION}{suffix}"
+        return f"transformers:{DEFAULT_NAME}:gguf-{file_digest(gguf)}:conv{CONVERSION_VERSION}{suffix}"
     if spec.scheme == "openai":
         return f"openai:{spec.target}#{spec.model}{suffix}"
     backend = "transformers" if spec.scheme == "hf" else "vllm"
-    return f"{backend}:{spec.target}:{_weights_digest(Path(spec.target))}{suffix}"
+    return f"{backend}:{spec.target}:{file_digest(Path(spec.target))}{suffix}"
 
 
 def open_backend(text: str, log: Callable[[str], None] = print) -> Any:

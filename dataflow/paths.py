@@ -1,4 +1,4 @@
-"""The user cache directory shared by every pipeline (models, the request cache)."""
+"""The user cache directory shared by every pipeline (models, the request cache, file digests)."""
 
 from __future__ import annotations
 
