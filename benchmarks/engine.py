@@ -4,7 +4,8 @@
    code by hand, on the same input file: (a) the chain over a stored input (the usual rebuild:
    the source is cached) and (b) a cold build that also ingests the source (assigns ids).
 2. No-op rebuild of a 10-node pipeline, wall time of the whole `dataflow build` command.
-3. Peak RSS of a streaming chain at N and 4N rows.
+3. A cold build of a JSONL source of N lines (whole command), beside polars' own reader.
+4. Peak RSS of a streaming chain, and of a cold build, at N, 4N and 16N rows.
 Results go to benchmarks/RESULTS.md (section "engine").
 """
 
@@ -130,6 +131,37 @@ def overhead(rows: int, repeat: int) -> dict[str, float]:
     return results
 
 
+JSONL_SOURCE = '''
+from dataflow import Pipeline
+
+p = Pipeline("jsonl")
+p.output("result", p.read_jsonl(p.param("path", ""), name="src"))
+'''
+
+
+def jsonl_ingest(rows: int, repeat: int) -> dict[str, float]:
+    """A cold build of a JSONL source (every line checked) vs polars' own NDJSON reader."""
+    source = DATA / f"input_{rows}.jsonl"
+    if not source.exists():
+        pl.read_parquet(make_input(rows)).write_ndjson(source)
+    pipeline_file = DATA / "jsonl.py"
+    pipeline_file.write_text(JSONL_SOURCE)
+    out = DATA / "out_jsonl"
+    command = [sys.executable, "-c", MEASURE, "build", str(pipeline_file), "--out", str(out), "--set", f"path={source}"]
+    times, peaks = [], []
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        times.append(time.perf_counter() - started)
+        peaks.append(int(result.stdout.split("peak")[-1]) / 1024)
+    polars_command = [sys.executable, "-c", "import sys, polars as pl; pl.scan_ndjson(sys.argv[1], "
+                      "infer_schema_length=None).sink_parquet(sys.argv[2])", str(source), str(DATA / "hand.parquet")]
+    polars_only = median_seconds(lambda: subprocess.run(polars_command, check=True), repeat)
+    return {"seconds": statistics.median(times), "peak_mb": statistics.median(peaks), "polars": polars_only,
+            "mb": source.stat().st_size / 1e6}
+
+
 def noop_rebuild(repeat: int) -> float:
     source = make_input(100_000)
     pipeline_file = DATA / "ten.py"
@@ -179,6 +211,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     o = overhead(args.rows, args.repeat)
     noop = noop_rebuild(args.repeat)
+    jsonl = jsonl_ingest(args.rows, args.repeat)
     sizes = (args.rows, 4 * args.rows, 16 * args.rows)
     cold = {n: median_rss_mb(n, None) for n in sizes}
     chain = {n: median_rss_mb(n, "f1") for n in sizes}
@@ -190,6 +223,10 @@ def main() -> None:
         f"| same, cold build including source ingest (ids) | {o['cold_dataflow']:.3f} s | {o['cold_hand']:.3f} s | "
         f"{o['cold_dataflow'] / o['cold_hand']:.2f}x | (for reference) |",
         f"| no-op rebuild of a 10-node pipeline, whole command | {noop:.3f} s | | | < 1.5 s |",
+        f"| cold build of a JSONL source, {args.rows:,} lines ({jsonl['mb']:.0f} MB), whole command; polars: "
+        f"a `python -c` of `scan_ndjson` to Parquet, no line checked or named | {jsonl['seconds']:.2f} s, peak RSS "
+        f"{jsonl['peak_mb']:.0f} MB | {jsonl['polars']:.2f} s | {jsonl['seconds'] / jsonl['polars']:.2f}x | "
+        f"(for reference) |",
         memory_row("peak RSS of the streaming chain (stored input)", chain, "<= 1.2x from 1x to 4x"),
         memory_row("peak RSS of the cold build (source ingest with ids + chain)", cold, "(for reference)"),
     ]
@@ -201,11 +238,20 @@ def main() -> None:
         f"dataflow figures include "
         f"writing rejects, the manifest and the output.", "", *table, "",
         "Memory: the executor lets polars read Parquet at most one row group ahead per thread "
-        "(`POLARS_ROW_GROUP_PREFETCH_SIZE` = thread count, unless set by the user); polars' default "
-        "reads 16 or more row groups ahead, so peak RSS climbed from 1M to 4M rows (1.23x-1.43x) until "
-        "that read-ahead was full. Source ids come from a streaming row index (`int_range(pl.len())` "
-        "held the whole column: 520 MB vs 292 MB ingesting 4M rows). A filter's rejects store the "
-        "ids (and scores) per row and their node, reason and detail once, in the node's meta.json."])
+        "(`POLARS_ROW_GROUP_PREFETCH_SIZE` = thread count, unless set by the user; polars' default is 16 "
+        "or more). Peak RSS is bounded, not flat from the smallest size: the streaming pipeline's "
+        "buffers (read-ahead, one morsel per consumer of the shared filter pass, each sink's row group) "
+        "fill within the first seconds, and the 1x build ends before they are full, so the 4x and 16x "
+        "peaks agree while the 1x peak is lower. The 1x to 4x target is therefore not met as written "
+        "on this 2-core machine; storing Parquet with 50k-row groups brought it to 1.08x but cost "
+        "~15-25% time, and was not kept. Changes behind these numbers (2026-11-23): source ids come "
+        "from a streaming row index (`int_range(pl.len())` held the whole column) and generated ids are "
+        "no longer collected to check uniqueness (the 16M-row cold build went from 1.5 GB and 31 s to "
+        "0.5 GB and 15 s); a filter's rejects store ids (and scores) per row and the node, reason and "
+        "detail once in meta.json; the benchmark reads each build's own high-water mark (VmHWM), since "
+        "a child's ru_maxrss includes its parent's peak. JSONL: every line is checked with orjson, then "
+        "polars reads the good lines in 4 MB blocks; the previous reader (Python `json` and a frame "
+        "built from dicts) took ~15 s and 1.26 GB for the same 1M lines."])
     write_section("engine", "Engine overhead, no-op rebuild, streaming memory (issue 3)", text)
     print(text)
 

@@ -14,6 +14,7 @@ Ctrl-C keeps what finished, and a rebuild resumes there.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import polars as pl
 
 from dataflow.compiler import CompiledPipeline
 from dataflow.errors import DataflowError
-from dataflow.operator import Context, Operator, Result
+from dataflow.operator import SCRATCH, Context, Operator, Result
 from dataflow.plan import NodePlan
 from dataflow.progress import Progress
 from dataflow.store import DATA, REJECTS, Store, normalize_rejects, now
@@ -189,6 +190,7 @@ class LocalExecutor:
         return sum(self.stats[i].rows_out for i in inputs)
 
     def _commit(self, job: _Pending) -> None:
+        shutil.rmtree(job.tmp / SCRATCH, ignore_errors=True)
         stats = self.stats[job.name]
         stats.rows_in = self._rows_in(job.name)
         stats.rejected = count_rows(job.tmp / REJECTS)

@@ -17,6 +17,7 @@ import polars as pl
 
 from dataflow.dtypes import describe, matches
 
+SCRATCH = "scratch"
 REJECTS_SCHEMA = pl.Schema({"id": pl.String(), "node": pl.String(), "reason": pl.String(),
                             "score": pl.Float64(), "detail": pl.String()})
 
@@ -34,6 +35,12 @@ class Context:
     def progress(self, rows: int) -> None:
         """Report that ``rows`` more input rows were processed."""
         self.report(rows)
+
+    def scratch(self) -> Path:
+        """A directory for files needed only until the node is written; removed then."""
+        path = self.workdir / SCRATCH
+        path.mkdir(exist_ok=True)
+        return path
 
     def count(self, metric: str, amount: int | float = 1) -> None:
         """Add to a node metric shown in the build summary (e.g. ``llm_calls``, ``cache_hits``)."""

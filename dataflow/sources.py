@@ -16,10 +16,10 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
+from dataflow.jsonl import NUMBER, good_lines, read_jsonl, records_to_frame
 from dataflow.operator import Context, Operator, Result
 
 SCHEMA_SAMPLE_LINES = 1000
-_BAD_LINE_HINT = "fix the line, or read with on_error='reject' to send bad lines to rejects and go on"
 
 
 class Source(Operator):
@@ -77,74 +77,6 @@ def check_ids(ids: pl.LazyFrame, where: str) -> None:
                             f"unique. Drop or rename the column to have ids generated.")
 
 
-def _json_kind(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
-
-
-def records_to_frame(records: list[tuple[int, dict]], where: str, unit: str, on_error: str,
-                     node: str) -> tuple[pl.DataFrame, list[dict]]:
-    """Build a frame from (number, record) pairs; a field whose JSON type differs from its type in
-    most records is an error, or a reject with ``on_error='reject'``."""
-    kinds: dict[str, dict[str, list[int]]] = {}
-    for number, record in records:
-        for key, value in record.items():
-            kind = _json_kind(value)
-            if kind:
-                kinds.setdefault(key, {}).setdefault(kind, []).append(number)
-    bad: dict[int, str] = {}
-    for key, by_kind in kinds.items():
-        if len(by_kind) > 1:
-            usual = max(by_kind, key=lambda k: len(by_kind[k]))
-            for kind, numbers in by_kind.items():
-                if kind == usual:
-                    continue
-                message = f"field '{key}' is a {kind} here but a {usual} in most {unit}s"
-                if on_error == "raise":
-                    raise DataflowError(f"{where} {unit} {numbers[0]}: {message}; {_BAD_LINE_HINT}")
-                for number in numbers:
-                    bad.setdefault(number, message)
-    kept = [(n, r) for n, r in records if n not in bad]
-    rejects = [{"id": f"{node}-{n}", "reason": "type_mismatch", "detail": m} for n, m in bad.items()]
-    try:
-        frame = pl.DataFrame([r for _, r in kept], infer_schema_length=None)
-    except Exception as exc:
-        raise DataflowError(f"{where}: the {unit}s do not form a table: {exc}") from exc
-    numbers = pl.Series("__n", [n for n, _ in kept], dtype=pl.Int64)
-    return frame.with_columns(numbers) if frame.width else pl.DataFrame({"__n": numbers}), rejects
-
-
-def parse_jsonl(data: bytes, where: str, on_error: str, limit: int | None = None
-                ) -> tuple[list[tuple[int, dict]], list[tuple[int, str, str]]]:
-    """Parse JSONL bytes line by line: (line number, record) pairs and (line, reason, detail) problems."""
-    records, problems = [], []
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        if limit is not None and len(records) >= limit:
-            break
-        try:
-            value = json.loads(raw.decode("utf-8"))
-            problem = None if isinstance(value, dict) else (
-                "not_an_object", f"expected a JSON object, got {type(value).__name__}")
-        except UnicodeDecodeError as exc:
-            problem = ("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line")
-        except json.JSONDecodeError as exc:
-            problem = ("malformed_json", f"{exc.msg} at column {exc.colno}")
-        if problem is None:
-            records.append((number, value))
-        elif on_error == "raise":
-            raise DataflowError(f"{where} line {number}: {problem[1]} ({problem[0]}); {_BAD_LINE_HINT}")
-        else:
-            problems.append((number, *problem))
-    return records, problems
-
-
 @dataclass(frozen=True)
 class ReadJsonl(FileSource):
     """Reads a JSON Lines file. ``on_error='reject'`` sends malformed lines to rejects."""
@@ -161,22 +93,16 @@ class ReadJsonl(FileSource):
         return problems
 
     def peek_schema(self) -> pl.Schema:
-        with open(self.path, "rb") as fh:
-            head = b"".join(line for _, line in zip(range(SCHEMA_SAMPLE_LINES), fh))
-        records, _ = parse_jsonl(head, str(self.path), "reject")
-        if not records:
+        chunks, _ = good_lines(Path(self.path), str(self.path), "reject", "", limit=SCHEMA_SAMPLE_LINES)
+        frames = list(chunks)
+        if not frames:
             raise ValueError(f"{self.path} has no valid JSON records in its first lines")
-        frame, _ = records_to_frame(records, str(self.path), "line", "reject", "")
-        return frame.drop("__n").schema
+        return pl.concat(frames, how="diagonal_relaxed").drop(NUMBER).schema
 
     def apply(self, ctx: Context) -> Result:
-        # Parsed line by line: polars' own reader silently turns a number into a string when
-        # another line has a string there, and cannot say which line is malformed.
         where = str(self.path)
-        records, problems = parse_jsonl(Path(self.path).read_bytes(), where, self.on_error)
-        frame, rejects = records_to_frame(records, where, "line", self.on_error, ctx.node)
-        rejects += [{"id": f"{ctx.node}-{n}", "reason": r, "detail": d} for n, r, d in problems]
-        lazy = with_ids(frame.lazy(), ctx.node, where, pl.col("__n")).drop("__n")
+        frame, rejects = read_jsonl(Path(self.path), where, self.on_error, ctx.node, ctx.scratch())
+        lazy = with_ids(frame, ctx.node, where, pl.col(NUMBER)).drop(NUMBER)
         return Result(lazy, pl.DataFrame(rejects, schema={"id": pl.String, "reason": pl.String,
                                                            "detail": pl.String}))
 
@@ -202,10 +128,10 @@ class ReadJson(FileSource):
         return frame
 
     def peek_schema(self) -> pl.Schema:
-        return self._records("").drop("__n").schema
+        return self._records("").drop(NUMBER).schema
 
     def apply(self, ctx: Context) -> Result:
-        frame = with_ids(self._records(ctx.node).lazy(), ctx.node, str(self.path), pl.col("__n")).drop("__n")
+        frame = with_ids(self._records(ctx.node).lazy(), ctx.node, str(self.path), pl.col(NUMBER)).drop(NUMBER)
         return Result(frame)
 
 
@@ -307,8 +233,8 @@ class FromRows(Source):
         return frame
 
     def peek_schema(self) -> pl.Schema:
-        return self._frame().drop("__n").schema
+        return self._frame().drop(NUMBER).schema
 
     def apply(self, ctx: Context) -> Result:
-        frame = with_ids(self._frame().lazy(), ctx.node, "rows", pl.col("__n")).drop("__n")
+        frame = with_ids(self._frame().lazy(), ctx.node, "rows", pl.col(NUMBER)).drop(NUMBER)
         return Result(frame)

@@ -1,0 +1,264 @@
+"""JSON records checked exactly, and JSON Lines files read fast in bounded memory.
+
+Reading a JSONL file takes two passes over it. The first decodes every line with orjson and
+notes the JSON kind (string, number, ...) of each field: a line that is not UTF-8, not JSON or
+not an object, or whose field has a different kind than in most lines, is named in an error or
+rejected. The second hands the good lines, a block of about CHUNK_BYTES at a time, to polars'
+NDJSON reader, which is fast but would silently turn a number into a string where other lines
+hold strings: the first pass has ruled such lines out. A block without bad lines goes to polars
+as it is; only the block being read is in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from dataflow.errors import DataflowError
+
+BAD_LINE_HINT = "fix the line, or read with on_error='reject' to send bad lines to rejects and go on"
+CHUNK_BYTES = 4 << 20  # JSON text handed to polars at once (its nested-type inference takes ~20x that)
+NUMBER = "__n"  # the line (or record) number column, until ids are made from it
+KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "list", dict: "object"}
+SCALARS = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+
+
+def json_kind(value: Any) -> str:
+    return KINDS.get(type(value)) or type(value).__name__
+
+
+class KindSurvey:
+    """How many records hold each JSON kind in each field, and the first record of each. Records
+    are counted by shape (their keys and value types), which most records of a file share."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[tuple, list[int]] = {}  # (keys, types) -> [records, first record]
+
+    def add(self, number: int, record: dict) -> None:
+        shape = (tuple(record), tuple(map(type, record.values())))
+        seen = self.shapes.get(shape)
+        if seen:
+            seen[0] += 1
+        else:
+            self.shapes[shape] = [1, number]
+
+    def usual_kinds(self, where: str, unit: str, on_error: str) -> dict[str, str]:
+        """The kind most records hold, for each field that holds more than one; with
+        ``on_error='raise'``, an error naming the first record of another kind."""
+        counts: dict[str, dict[str, int]] = {}
+        first: dict[tuple[str, str], int] = {}
+        for (keys, types), (records, number) in self.shapes.items():
+            for key, kind in zip(keys, types):
+                if kind is not type(None):
+                    name = KINDS.get(kind) or kind.__name__
+                    by_kind = counts.setdefault(key, {})
+                    by_kind[name] = by_kind.get(name, 0) + records
+                    first[key, name] = min(first.get((key, name), number), number)
+        usual = {}
+        for key, by_kind in counts.items():
+            if len(by_kind) > 1:
+                usual[key] = max(by_kind, key=by_kind.__getitem__)
+                if on_error == "raise":
+                    number, kind = min((first[key, k], k) for k in by_kind if k != usual[key])
+                    raise DataflowError(f"{where} {unit} {number}: {_kind_message(key, kind, usual[key], unit)}; "
+                                        f"{BAD_LINE_HINT}")
+        return usual
+
+
+    def scalar_schema(self) -> pl.Schema | None:
+        """The table's schema when every field holds strings, numbers or booleans (polars reads
+        faster with it than inferring), in the order fields first appear; None otherwise."""
+        types: dict[str, set[type]] = {}
+        for keys, kinds in self.shapes:
+            for key, kind in zip(keys, kinds):
+                types.setdefault(key, set()).add(kind)
+        schema = {}
+        for key, found in types.items():
+            found.discard(type(None))
+            if found == {int, float}:
+                schema[key] = pl.Float64
+            elif len(found) > 1 or not found <= set(SCALARS):  # mixed kinds or nested values
+                return None
+            else:
+                schema[key] = SCALARS[found.pop()] if found else pl.Null
+        return pl.Schema(schema)
+
+
+def mismatch(record: dict, usual: dict[str, str], unit: str) -> str | None:
+    """Why ``record`` holds a field in another kind than most records (None if it does not)."""
+    for key, expected in usual.items():
+        value = record.get(key)
+        if value is not None and json_kind(value) != expected:
+            return _kind_message(key, json_kind(value), expected, unit)
+    return None
+
+
+def _kind_message(key: str, found: str, expected: str, unit: str) -> str:
+    return f"field '{key}' is a {found} here but a {expected} in most {unit}s"
+
+
+def records_to_frame(records: list[tuple[int, dict]], where: str, unit: str, on_error: str,
+                     node: str) -> tuple[pl.DataFrame, list[dict]]:
+    """Build a frame from (number, record) pairs, and rejects for records of a mismatched kind."""
+    survey = KindSurvey()
+    for number, record in records:
+        survey.add(number, record)
+    usual = survey.usual_kinds(where, unit, on_error)
+    bad = {n: why for n, r in records if usual and (why := mismatch(r, usual, unit))}
+    kept = [(n, r) for n, r in records if n not in bad]
+    rejects = [{"id": f"{node}-{n}", "reason": "type_mismatch", "detail": m} for n, m in bad.items()]
+    try:
+        frame = pl.DataFrame([r for _, r in kept], infer_schema_length=None)
+    except Exception as exc:
+        raise DataflowError(f"{where}: the {unit}s do not form a table: {exc}") from exc
+    numbers = pl.Series(NUMBER, [n for n, _ in kept], dtype=pl.Int64)
+    return frame.with_columns(numbers) if frame.width else pl.DataFrame({NUMBER: numbers}), rejects
+
+
+@dataclass
+class Survey:
+    """What pass 1 found: the lines to leave out, why the bad ones are bad, the field kinds."""
+
+    problems: dict[int, tuple[str, str]] = field(default_factory=dict)  # line -> (reason, detail)
+    blank: list[int] = field(default_factory=list)
+    kinds: KindSurvey = field(default_factory=KindSurvey)
+    stop: int | None = None  # the last line looked at, when a limit cut the survey short
+
+    @property
+    def skip(self) -> set[int]:
+        return set(self.problems) | set(self.blank)
+
+
+def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None) -> Survey:
+    """Pass 1 over the file, or over its first ``limit`` non-blank lines."""
+    survey, seen = Survey(), 0
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                survey.blank.append(number)
+                continue
+            if limit is not None and seen == limit:
+                survey.stop = number - 1
+                break
+            seen += 1
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                value = None
+            if isinstance(value, dict):
+                survey.kinds.add(number, value)
+                continue
+            problem = _problem(raw) or ("malformed_json", "not valid JSON")
+            if on_error == "raise":
+                raise DataflowError(f"{where} line {number}: {problem[1]} ({problem[0]}); {BAD_LINE_HINT}")
+            survey.problems[number] = problem
+    return survey
+
+
+def _problem(raw: bytes) -> tuple[str, str] | None:
+    """Why a line is not a JSON object (None if it is one), in the words of Python's json."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return "invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line"
+    except json.JSONDecodeError as exc:
+        return "malformed_json", f"{exc.msg} at column {exc.colno}"
+    return None if isinstance(value, dict) else ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+
+
+def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, text) for runs of whole lines of about CHUNK_BYTES."""
+    number, rest = 1, b""
+    with open(path, "rb") as fh:
+        while data := fh.read(CHUNK_BYTES):
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            block, rest = data[:cut], data[cut:]
+            if block:
+                yield number, block
+                number += block.count(b"\n")
+    if rest:
+        yield number, rest + b"\n"
+
+
+def jsonl_chunks(path: Path, where: str, skip: set[int], check: Callable[[int, bytes], bool] | None = None,
+                 stop: int | None = None, schema: pl.Schema | None = None) -> Iterator[pl.DataFrame]:
+    """Pass 2: frames of about CHUNK_BYTES of JSON, with NUMBER, of the lines (up to ``stop``) not in
+    ``skip`` and accepted by ``check``. A block with no line to leave out goes to polars whole."""
+    marks = sorted(skip)
+    for first, block in _blocks(path):
+        last = first + block.count(b"\n") - 1
+        if stop is not None and first > stop:
+            return
+        if check is None and (stop is None or last <= stop) and bisect_left(marks, first) == bisect_right(marks, last):
+            yield _frame(block, range(first, last + 1), where, schema)
+            continue
+        kept = [(n, raw) for n, raw in enumerate(block.split(b"\n")[:-1], first)
+                if n not in skip and (stop is None or n <= stop) and (check is None or check(n, raw))]
+        if kept:
+            yield _frame(b"\n".join(raw for _, raw in kept) + b"\n", [n for n, _ in kept], where, schema)
+
+
+def _frame(text: bytes, numbers: Sequence[int], where: str, schema: pl.Schema | None) -> pl.DataFrame:
+    try:
+        try:
+            frame = pl.read_ndjson(io.BytesIO(text), schema=schema) if schema else None
+        except pl.exceptions.PolarsError:  # e.g. an integer beyond 64 bits: let polars infer
+            frame = None
+        if frame is None:
+            frame = pl.read_ndjson(io.BytesIO(text), infer_schema_length=None)
+    except pl.exceptions.PolarsError as exc:
+        raise DataflowError(f"{where} lines {numbers[0]}-{numbers[-1]} do not form a table: "
+                            f"{str(exc).splitlines()[0]}") from exc
+    column = pl.Series(NUMBER, numbers, dtype=pl.Int64)
+    return frame.with_columns(column) if frame.width else pl.DataFrame({NUMBER: column})
+
+
+def good_lines(path: Path, where: str, on_error: str, node: str, limit: int | None = None
+               ) -> tuple[Iterator[pl.DataFrame], list[dict[str, Any]]]:
+    """Both passes: frames of the good lines, and rejects (filled while the frames are read)."""
+    survey = survey_jsonl(path, where, on_error, limit)
+    usual = survey.kinds.usual_kinds(where, "line", on_error)
+    rejects = [{"id": f"{node}-{n}", "reason": r, "detail": d} for n, (r, d) in survey.problems.items()]
+
+    def kind_matches(number: int, raw: bytes) -> bool:
+        why = mismatch(orjson.loads(raw), usual, "line")
+        if why:
+            rejects.append({"id": f"{node}-{number}", "reason": "type_mismatch", "detail": why})
+        return why is None
+
+    schema = survey.kinds.scalar_schema()
+    return jsonl_chunks(path, where, survey.skip, kind_matches if usual else None, survey.stop, schema), rejects
+
+
+def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
+               ) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
+    """The good lines of a JSONL file, written as Parquet parts under ``scratch`` and scanned, and
+    the rejects (with ``on_error='reject'``) of the others."""
+    chunks, rejects = good_lines(path, where, on_error, node)
+    parts: list[Path] = []
+    writer = None
+    try:
+        for chunk in chunks:  # one Parquet part per run of chunks with the same schema
+            table = chunk.to_arrow()
+            if writer is None or table.schema != writer.schema:
+                if writer is not None:
+                    writer.close()
+                parts.append(scratch / f"part-{len(parts):05d}.parquet")
+                writer = pq.ParquetWriter(parts[-1], table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if not parts:
+        return pl.LazyFrame(schema={NUMBER: pl.Int64}), rejects
+    return pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed"), rejects
