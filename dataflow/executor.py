@@ -6,9 +6,9 @@ stores only its rejects. Consecutive filters form a chain over one base frame: a
 ``__stage`` column holds the index of the first filter a row fails, so every predicate is
 evaluated once, and each filter's rejects are written in the same ``collect_all`` pass as the
 next stored node: ids and scores per row, the node, reason and detail once in its meta.json
-(``reject_constants``). Parquet is read at most one row group ahead per thread, so memory stays
-flat as the input grows (polars' default reads up to 16 ahead). Every node is committed atomically as soon as it is complete: a crash or
-Ctrl-C keeps what finished, and a rebuild resumes there.
+(``reject_constants``). Parquet is read at most one row group ahead per thread (polars' default
+is 16 or more), which bounds memory whatever the input size. Every node is committed atomically
+as soon as it is complete: a crash or Ctrl-C keeps what finished, and a rebuild resumes there.
 """
 
 from __future__ import annotations

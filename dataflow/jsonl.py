@@ -6,7 +6,8 @@ not an object, or whose field has a different kind than in most lines, is named 
 rejected. The second hands the good lines, a block of about CHUNK_BYTES at a time, to polars'
 NDJSON reader, which is fast but would silently turn a number into a string where other lines
 hold strings: the first pass has ruled such lines out. A block without bad lines goes to polars
-as it is; only the block being read is in memory.
+as it is; only the block being read is in memory. Blocks are written to Parquet parts in the
+node's scratch directory (one part per run of blocks with the same schema) and scanned.
 """
 
 from __future__ import annotations
