@@ -131,6 +131,7 @@ class Survey:
 
     problems: dict[int, tuple[str, str]] = field(default_factory=dict)  # line -> (reason, detail)
     blank: list[int] = field(default_factory=list)
+    lenient: set[int] = field(default_factory=set)  # objects only Python's json reads (NaN, Infinity)
     kinds: KindSurvey = field(default_factory=KindSurvey)
     stop: int | None = None  # the last line looked at, when a limit cut the survey short
 
@@ -152,28 +153,38 @@ def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None
                 break
             seen += 1
             try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                value = None
-            if isinstance(value, dict):
+                value, problem, lenient = orjson.loads(raw), None, False
+            except orjson.JSONDecodeError:  # orjson is strict; Python's json also reads NaN and Infinity
+                (value, problem), lenient = _python_json(raw), True
+            if problem is None and not isinstance(value, dict):
+                problem = ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+            if problem is None:
                 survey.kinds.add(number, value)
+                if lenient:
+                    survey.lenient.add(number)
                 continue
-            problem = _problem(raw) or ("malformed_json", "not valid JSON")
             if on_error == "raise":
                 raise DataflowError(f"{where} line {number}: {problem[1]} ({problem[0]}); {BAD_LINE_HINT}")
             survey.problems[number] = problem
     return survey
 
 
-def _problem(raw: bytes) -> tuple[str, str] | None:
-    """Why a line is not a JSON object (None if it is one), in the words of Python's json."""
+def load_line(raw: bytes) -> Any:
+    """A line's value: orjson's, or Python's json's where only it reads the line (NaN, Infinity)."""
     try:
-        value = json.loads(raw.decode("utf-8"))
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def _python_json(raw: bytes) -> tuple[Any, tuple[str, str] | None]:
+    """Python's json reading of a line: (value, None), or (None, why it is not JSON)."""
+    try:
+        return json.loads(raw.decode("utf-8")), None
     except UnicodeDecodeError as exc:
-        return "invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line"
+        return None, ("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line")
     except json.JSONDecodeError as exc:
-        return "malformed_json", f"{exc.msg} at column {exc.colno}"
-    return None if isinstance(value, dict) else ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+        return None, ("malformed_json", f"{exc.msg} at column {exc.colno}")
 
 
 def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -191,11 +202,13 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
         yield number, rest + b"\n"
 
 
-def jsonl_chunks(path: Path, where: str, skip: set[int], check: Callable[[int, bytes], bool] | None = None,
-                 stop: int | None = None, schema: pl.Schema | None = None) -> Iterator[pl.DataFrame]:
-    """Pass 2: frames of about CHUNK_BYTES of JSON, with NUMBER, of the lines (up to ``stop``) not in
-    ``skip`` and accepted by ``check``. A block with no line to leave out goes to polars whole."""
-    marks = sorted(skip)
+def jsonl_chunks(path: Path, where: str, survey: Survey, check: Callable[[int, bytes], bool] | None = None,
+                 schema: pl.Schema | None = None) -> Iterator[pl.DataFrame]:
+    """Pass 2: frames of about CHUNK_BYTES of JSON, with NUMBER, of the lines (up to the survey's
+    stop) it did not find bad, accepted by ``check``. A block with no such line to leave out, or to
+    read with Python's json, goes to polars whole."""
+    skip, stop = survey.skip, survey.stop
+    marks = sorted(skip | survey.lenient)
     for first, block in _blocks(path):
         last = first + block.count(b"\n") - 1
         if stop is not None and first > stop:
@@ -205,8 +218,14 @@ def jsonl_chunks(path: Path, where: str, skip: set[int], check: Callable[[int, b
             continue
         kept = [(n, raw) for n, raw in enumerate(block.split(b"\n")[:-1], first)
                 if n not in skip and (stop is None or n <= stop) and (check is None or check(n, raw))]
-        if kept:
-            yield _frame(b"\n".join(raw for _, raw in kept) + b"\n", [n for n, _ in kept], where, schema)
+        plain = [(n, raw) for n, raw in kept if n not in survey.lenient]
+        frames = [_frame(b"\n".join(raw for _, raw in plain) + b"\n", [n for n, _ in plain], where, schema)] if plain else []
+        lenient = [(n, json.loads(raw)) for n, raw in kept if n in survey.lenient]
+        if lenient:
+            frames.append(pl.DataFrame([v for _, v in lenient], infer_schema_length=None)
+                          .with_columns(pl.Series(NUMBER, [n for n, _ in lenient], dtype=pl.Int64)))
+        if frames:
+            yield pl.concat(frames, how="diagonal_relaxed").sort(NUMBER)
 
 
 def _frame(text: bytes, numbers: Sequence[int], where: str, schema: pl.Schema | None) -> pl.DataFrame:
@@ -232,13 +251,13 @@ def good_lines(path: Path, where: str, on_error: str, node: str, limit: int | No
     rejects = [{"id": f"{node}-{n}", "reason": r, "detail": d} for n, (r, d) in survey.problems.items()]
 
     def kind_matches(number: int, raw: bytes) -> bool:
-        why = mismatch(orjson.loads(raw), usual, "line")
+        why = mismatch(load_line(raw), usual, "line")
         if why:
             rejects.append({"id": f"{node}-{number}", "reason": "type_mismatch", "detail": why})
         return why is None
 
     schema = survey.kinds.scalar_schema()
-    return jsonl_chunks(path, where, survey.skip, kind_matches if usual else None, survey.stop, schema), rejects
+    return jsonl_chunks(path, where, survey, kind_matches if usual else None, schema), rejects
 
 
 def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path

@@ -56,3 +56,14 @@ def test_scalar_fields_keep_late_keys_and_wide_integers(builder, tmp_path, small
     assert out["score"].to_list() == [r["score"] for r in rows] + [1]
     assert out["flag"].to_list()[-2:] == [True, None]
     assert out["big"][-1] == 2**70  # beyond the known schema's Int64: polars infers that block
+
+
+def test_nan_and_infinity_written_by_python_are_read(builder, tmp_path, small_chunks):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"text": f"t{i}", "score": float("nan") if i == 3 else float("inf") if i == 7 else i / 2}
+            for i in range(1, 20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # Python writes NaN and Infinity
+    out = build(builder, path)
+    assert out["text"].to_list() == [r["text"] for r in rows]
+    assert out["score"].is_nan().to_list() == [i == 3 for i in range(1, 20)]
+    assert out["score"][6] == float("inf")
