@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import dataflow  # noqa: F401  (before polars, as in the CLI: it sets polars' allocator for both contenders)
 import numpy as np
 import polars as pl
 
@@ -237,14 +238,15 @@ def main() -> None:
         f"--repeat {args.repeat}`. Times are medians of {args.repeat} interleaved runs, peak RSS the median of 3 builds; the "
         f"dataflow figures include "
         f"writing rejects, the manifest and the output.", "", *table, "",
-        "Memory: the executor lets polars read Parquet at most one row group ahead per thread "
-        "(`POLARS_ROW_GROUP_PREFETCH_SIZE` = thread count, unless set by the user; polars' default is 16 "
-        "or more). Peak RSS is bounded, not flat from the smallest size: the streaming pipeline's "
-        "buffers (read-ahead, one morsel per consumer of the shared filter pass, each sink's row group) "
-        "fill within the first seconds, and the 1x build ends before they are full, so the 4x and 16x "
-        "peaks agree while the 1x peak is lower. The 1x to 4x target is therefore not met as written "
-        "on this 2-core machine; storing Parquet with 50k-row groups brought it to 1.08x but cost "
-        "~15-25% time, and was not kept. Changes behind these numbers (2026-11-23): source ids come "
+        "Memory: during a build, polars reads Parquet at most one row group ahead per two threads "
+        "(`POLARS_ROW_GROUP_PREFETCH_SIZE`, unless set by the user; polars' default is 16 or more), and "
+        "`import dataflow` sets polars' allocator to return freed pages at once (`muzzy_decay_ms:0`; "
+        "polars' own setting keeps them for a second as MADV_FREE pages, which count in RSS until the "
+        "kernel takes them back; `_RJEM_MALLOC_CONF` set by the user wins). Both apply to the timed runs "
+        "above: the allocator setting to both contenders (one process), the read-ahead to dataflow only. "
+        "Before these two (same day, same machine), the chain peaked at 330 / 489 / 497 MB (1.48x from 1x "
+        "to 4x): the buffers filled over the first seconds, so the 1x build ended before its peak. "
+        "Earlier changes behind these numbers: source ids come "
         "from a streaming row index (`int_range(pl.len())` held the whole column) and generated ids are "
         "no longer collected to check uniqueness (the 16M-row cold build went from 1.5 GB and 31 s to "
         "0.5 GB and 15 s); a filter's rejects store ids (and scores) per row and the node, reason and "

@@ -1,5 +1,9 @@
 """dataflow: build post-training data for LLMs as a DAG of declarative operators."""
 
+from dataflow.memory import release_freed_pages
+
+release_freed_pages()  # before anything imports polars
+
 from dataflow.errors import CompileError, DataflowError, RowError
 from dataflow.operator import Context, Operator, Rejection, Result
 from dataflow.operators.functions import batch_op, global_op, row_op

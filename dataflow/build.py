@@ -16,6 +16,7 @@ from typing import Any
 from dataflow.compiler import CompiledPipeline
 from dataflow.errors import DataflowError
 from dataflow.executor import LocalExecutor, NodeStats
+from dataflow.memory import bounded_read_ahead
 from dataflow.outputs import write_output
 from dataflow.pipeline import Pipeline, set_overrides, unused_overrides
 from dataflow.plan import NodePlan, plan_build
@@ -93,8 +94,9 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
     run = {"run_id": uuid.uuid4().hex[:12], "pipeline": pipeline.name, "started": started_at, "status": "failed"}
     try:
         store.remove_stale_tmp()
-        stats = LocalExecutor(store, progress).run(compiled, plans)
-        written = [name for name in compiled.outputs if write_output(store, compiled, name, stats)]
+        with bounded_read_ahead():
+            stats = LocalExecutor(store, progress).run(compiled, plans)
+            written = [name for name in compiled.outputs if write_output(store, compiled, name, stats)]
         report = BuildReport([stats[n] for n in compiled.order], written, time.perf_counter() - started)
         _write_manifest(store, compiled, plans, report, started_at)
         run.update(status="ok", nodes_built=sum(s.status != "cached" for s in report.stats),

@@ -6,14 +6,12 @@ stores only its rejects. Consecutive filters form a chain over one base frame: a
 ``__stage`` column holds the index of the first filter a row fails, so every predicate is
 evaluated once, and each filter's rejects are written in the same ``collect_all`` pass as the
 next stored node: ids and scores per row, the node, reason and detail once in its meta.json
-(``reject_constants``). Parquet is read at most one row group ahead per thread (polars' default
-is 16 or more), which bounds memory whatever the input size. Every node is committed atomically
-as soon as it is complete: a crash or Ctrl-C keeps what finished, and a rebuild resumes there.
+(``reject_constants``). Every node is committed atomically as soon as it is complete: a crash
+or Ctrl-C keeps what finished, and a rebuild resumes there.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from dataflow.progress import Progress
 from dataflow.store import DATA, REJECTS, Store, normalize_rejects, now
 
 STAGE = "__dataflow_stage"
+REJECTS_CODEC = "lz4"  # rejects are written every build and read rarely: lz4 writes faster than zstd
 
 
 @dataclass
@@ -86,7 +85,6 @@ class LocalExecutor:
         self.pending: list[_Pending] = []
         self.counted: set[str] = set()  # nodes whose row counts are known (cached or committed)
         self.chains: dict[str, tuple[_Chain, pl.LazyFrame]] = {}  # view -> (its chain, marked frame)
-        os.environ.setdefault("POLARS_ROW_GROUP_PREFETCH_SIZE", str(pl.thread_pool_size()))
         try:
             for name in compiled.order:
                 if plans[name].cached:
@@ -126,7 +124,8 @@ class LocalExecutor:
             result: Result = node.op.apply(*[self.frames[i] for i in node.inputs], ctx=ctx)
             sinks = []
             if result.rejects is not None:
-                sinks.append(normalize_rejects(result.rejects, name).sink_parquet(tmp / REJECTS, lazy=True))
+                rejects = normalize_rejects(result.rejects, name)
+                sinks.append(rejects.sink_parquet(tmp / REJECTS, compression=REJECTS_CODEC, lazy=True))
             sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
             self._flush(sinks, _Pending(name, tmp, started, ctx))
         except pl.exceptions.PolarsError as exc:  # raised by an operator collecting inside apply
@@ -164,7 +163,7 @@ class LocalExecutor:
                 pending[view].reject_constants = {"node": view, **op.reject_labels(),
                                                   **({} if per_row else {"score": None})}
                 rejects = marked.filter(pl.col(STAGE) == stage).select("id", **per_row)
-                sinks.append(rejects.sink_parquet(pending[view].tmp / REJECTS, lazy=True))
+                sinks.append(rejects.sink_parquet(pending[view].tmp / REJECTS, compression=REJECTS_CODEC, lazy=True))
                 done.add(view)
         return sinks
 
