@@ -91,8 +91,10 @@ class Pipeline:
     def read_parquet(self, path: str | Path, *, name: str | None = None) -> Node:
         return self.add(ReadParquet(self._path(path)), name=name)
 
-    def read_csv(self, path: str | Path, *, name: str | None = None, separator: str = ",") -> Node:
-        return self.add(ReadCsv(self._path(path), separator=separator), name=name)
+    def read_csv(self, path: str | Path, *, name: str | None = None, separator: str = ",",
+                 infer_types: bool = True) -> Node:
+        """A CSV file with a header row; ``infer_types=False`` reads every column as text."""
+        return self.add(ReadCsv(self._path(path), separator=separator, infer_types=infer_types), name=name)
 
     def read_hf(self, dataset: Any, *, split: str | None = None, name: str | None = None) -> Node:
         """A ``datasets.Dataset``/``DatasetDict`` object, or the directory of a saved one."""

@@ -20,6 +20,7 @@ from dataflow.jsonl import NUMBER, good_lines, read_jsonl, records_to_frame
 from dataflow.operator import Context, Operator, Result
 
 SCHEMA_SAMPLE_LINES = 1000
+CSV_TYPE_ROWS = 10_000
 
 
 class Source(Operator):
@@ -152,26 +153,63 @@ class ReadParquet(FileSource):
 
 @dataclass(frozen=True)
 class ReadCsv(FileSource):
-    """Reads a CSV file with a header row."""
+    """Reads a CSV file with a header row, streamed. Column types come from the first
+    ``CSV_TYPE_ROWS`` rows, or every column is text with ``infer_types=False``."""
 
     separator: str = ","
+    infer_types: bool = True
 
     def label(self) -> str:
         return Path(self.path).stem
 
-    def _scan(self) -> pl.LazyFrame:
-        return pl.scan_csv(self.path, separator=self.separator, infer_schema_length=10_000)
+    def _scan(self, infer_types: bool) -> pl.LazyFrame:
+        return pl.scan_csv(self.path, separator=self.separator, infer_schema=infer_types,
+                           infer_schema_length=CSV_TYPE_ROWS)
 
     def peek_schema(self) -> pl.Schema:
-        return self._scan().collect_schema()
+        return self._scan(self.infer_types).collect_schema()
 
     def apply(self, ctx: Context) -> Result:
-        try:
-            frame = self._scan().collect()
+        scan = self._scan(self.infer_types)
+        try:  # one streaming pass that parses every field, so a bad value fails here, named
+            scan.select(pl.all().null_count()).collect(engine="streaming")
         except pl.exceptions.PolarsError as exc:
-            raise DataflowError(f"{self.path}: cannot read as CSV: {str(exc).splitlines()[0]}") from exc
-        lazy = with_ids(frame.lazy(), ctx.node, str(self.path))
-        return Result(lazy)
+            raise DataflowError(self._explain(exc)) from exc
+        return Result(with_ids(scan, ctx.node, str(self.path)))
+
+    def _explain(self, error: pl.exceptions.PolarsError) -> str:
+        """Name the first line that is not UTF-8, or row whose value does not fit its column's type;
+        else polars' own message."""
+        reason = f"{self.path}: cannot read as CSV: {str(error).splitlines()[0]}"
+        if (line := first_line_not_utf8(Path(self.path))) is not None:
+            return f"{self.path} line {line}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv)."
+        try:
+            text = self._scan(False).with_row_index("__row", offset=1)
+            for name, dtype in self.peek_schema().items():
+                if dtype == pl.String:
+                    continue
+                misfit = pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null()
+                bad = text.filter(misfit).select("__row", name).head(1).collect(engine="streaming")
+                if bad.height:
+                    row, value = bad.row(0)
+                    return (f"{self.path} row {row}, column '{name}': {value!r} is not "
+                            f"{dtype}, the type its first {CSV_TYPE_ROWS:,} rows have. Pass "
+                            f"infer_types=False to read_csv to read every column as text, and cast it "
+                            f"in a later node.")
+        except pl.exceptions.PolarsError:
+            pass  # not readable even as text: polars' own message says why
+        return reason
+
+
+def first_line_not_utf8(path: Path) -> int | None:
+    """The 1-based number of the first line that is not valid UTF-8, or None."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,22 @@ def test_wrong_type_without_opt_in_is_an_error_naming_the_field(builder, tmp_pat
         build_one(builder, lambda p: p.read_jsonl(path, name="s"))
 
 
+def test_csv_value_that_does_not_fit_its_column_names_row_and_column(builder, tmp_path):
+    lines = ["n,text", *(f"{i},t{i}" for i in range(12_000)), "oops,t", "5,t"]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataflowError, match=r"d.csv row 12001, column 'n': 'oops' is not Int64"):
+        build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s"))
+    out = build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s", infer_types=False))
+    assert out.schema["n"] == pl.String and out.filter(pl.col("id") == "s-12001")["n"].item() == "oops"
+    assert out.height == 12_002
+
+
+def test_csv_that_is_not_utf8_names_the_line(builder, tmp_path):
+    (tmp_path / "d.csv").write_bytes(b"n,text\n1,a\n2,caf\xe9\n")
+    with pytest.raises(DataflowError, match=r"d.csv line 3: not valid UTF-8"):
+        build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s"))
+
+
 def test_empty_file_is_a_compile_error(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("")
