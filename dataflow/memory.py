@@ -18,6 +18,7 @@ READ_AHEAD = "POLARS_ROW_GROUP_PREFETCH_SIZE"
 
 
 def release_freed_pages() -> None:
+    """Have polars' allocator return freed pages at once (call before polars is imported)."""
     if not os.environ.get(ALLOCATOR):
         os.environ[ALLOCATOR] = "muzzy_decay_ms:0"  # polars appends this to its own defaults
 
@@ -28,10 +29,10 @@ def bounded_read_ahead() -> Iterator[None]:
     the user set ``POLARS_ROW_GROUP_PREFETCH_SIZE``."""
     import polars as pl
 
-    if os.environ.get(READ_AHEAD):
+    before = os.environ.get(READ_AHEAD)
+    if before:  # the user's own setting ("" is replaced: polars cannot parse it)
         yield
         return
-    before = os.environ.get(READ_AHEAD)  # None, or "" (which polars cannot parse)
     os.environ[READ_AHEAD] = str(max(1, pl.thread_pool_size() // 2))
     try:
         yield
