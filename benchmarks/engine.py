@@ -256,7 +256,6 @@ def main() -> None:
         "polars reads the good lines in 4 MB blocks; the previous reader (Python `json` and a frame "
         "built from dicts) took ~15 s and 1.26 GB for the same 1M lines."])
     write_section("engine", "Engine overhead, no-op rebuild, streaming memory (issue 3)", text)
-    print(text)
 
 
 if __name__ == "__main__":

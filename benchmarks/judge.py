@@ -28,7 +28,7 @@ from results import write_section  # noqa: E402
 from dataflow import Pipeline  # noqa: E402
 from dataflow.build import build  # noqa: E402
 from dataflow.catalog import query  # noqa: E402
-from dataflow.operators.judge import JudgeScore, PairwiseJudge  # noqa: E402
+from dataflow.operators import JudgeScore, PairwiseJudge  # noqa: E402
 from dataflow.progress import Progress  # noqa: E402
 
 PAIRS = HERE.parent / "pipelines" / "data" / "judge_pairs.jsonl"
@@ -108,7 +108,6 @@ def main() -> None:
     ]
     body = "\n".join(lines)
     write_section(f"judge-{args.model.split(':')[0]}", f"Judge reliability, model `{args.model}` (issue 5)", body)
-    print(body)
 
 
 if __name__ == "__main__":

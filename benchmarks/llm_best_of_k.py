@@ -10,7 +10,8 @@ import argparse
 import sys
 import time
 
-from llm_results import ROOT, chat_prompts, header, load, median, write_section
+from llm_results import ROOT, chat_prompts, median
+from results import load, run_facts, write_section
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    from dataflow.llm.spec import open_backend
+    from dataflow.llm import open_backend
     from dataflow.llm.types import Request, Sampling, sample_seed
 
     backend = open_backend("local?batch_size=32")
@@ -41,7 +42,7 @@ def main() -> None:
             results[name].append((sum(c.tokens_out for r in responses for c in r.completions), seconds))
         print(results, flush=True)
     shared_s, independent_s = (median([s for _, s in results[k]]) for k in ("n", "independent"))
-    lines = header("llm-best-of-k: K samples with n (shared prefill) vs K independent requests") + [
+    lines = run_facts() + [
         f"- default model, transformers backend, {backend.threads} thread(s), batch 32; {args.prompts} prompts x "
         f"K={args.k}, up to {args.max_tokens} new tokens, temperature 0.8; medians of {args.runs} runs; "
         f"load before: {load_before}, after: {load()}",
@@ -55,7 +56,8 @@ def main() -> None:
         "", f"Time ratio independent / n: **{independent_s / shared_s:.2f}x**. On CPU the shared prefill saves "
             f"only the prompt's forward pass of K-1 sequences, so the gain grows with prompt length and shrinks "
             f"with generated length; on vLLM, `n` and prefix caching do the same across the whole node."]
-    write_section("llm-best-of-k", lines)
+    write_section("llm-best-of-k", "llm-best-of-k: K samples with n (shared prefill) vs K independent requests",
+                  "\n".join(lines))
 
 
 if __name__ == "__main__":

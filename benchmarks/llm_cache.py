@@ -42,7 +42,8 @@ def build(out: Path, env: dict, rebuild: bool) -> tuple[float, dict]:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from llm_results import ROOT, header, load, median, write_section
+    from llm_results import ROOT, median
+    from results import load, run_facts, write_section
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -58,7 +59,7 @@ def main() -> None:
     warm = [build(data / "out", env, rebuild=True) for _ in range(args.runs)]
     cached = [build(data / "out", env, rebuild=False) for _ in range(args.runs)]
     calls = [node["metrics"].get("llm_calls", 0) for _, node in warm]
-    lines = header("llm-cache: warm-cache rebuild of a 1,000-request generation node") + [
+    lines = run_facts() + [
         f"- pipeline: this file; 1,000 rows -> Generate(max_tokens=1) on the default model; private cache "
         f"{cache.relative_to(ROOT)}; load before: {load_before}, after: {load()}",
         f"- fill (cold cache, real model calls): {fill_s:.1f} s wall, node {filled['seconds']:.1f} s, "
@@ -71,7 +72,8 @@ def main() -> None:
         f"| plain rebuild (node cached by fingerprint) | {median([s for s, _ in cached]):.2f} | 0 | 0 |",
         "", f"Target < 3 s and zero calls: {'met' if median([s for s, _ in warm]) < 3 and max(calls) == 0 else 'MISSED'} "
             f"(the wall time includes starting Python and importing polars/duckdb)."]
-    write_section("llm-cache", lines)
+    write_section("llm-cache", "llm-cache: warm-cache rebuild of a 1,000-request generation node",
+                  "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from llm_results import ROOT, chat_prompts, header, load, median, write_section
+from llm_results import ROOT, chat_prompts, median
+from results import load, run_facts, write_section
 
 LOAD_SNIPPET = """
 import time
@@ -24,7 +25,7 @@ started = time.perf_counter()
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 imported = time.perf_counter()
-from dataflow.llm.spec import open_backend
+from dataflow.llm import open_backend
 open_backend("local")
 print(imported - started, time.perf_counter() - imported)
 """
@@ -159,8 +160,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from dataflow.llm.convert import default_gguf, ensure_default_model
-    from dataflow.llm.spec import open_backend
-    from dataflow.llm.transformers_backend import default_threads
+    from dataflow.llm import open_backend
+    from dataflow.llm.backends.transformers import default_threads
 
     ensure_default_model()
     threads = default_threads()
@@ -191,7 +192,7 @@ def main() -> None:
     for engine, bs, n, tokens, seconds in rows:
         table.setdefault((engine, bs, n), []).append((tokens, seconds))
     best_llama = max(median([t / s for t, s in v]) for k, v in table.items() if k[0].startswith("llama"))
-    lines = header("llm-throughput: default model on CPU, dataflow vs llama.cpp") + [
+    lines = run_facts() + [
         f"- threads: {threads} (dataflow's default pick; the same for llama.cpp); load before: {load_before}, "
         f"after: {load()}",
         f"- {args.prompts} chat prompts (quickstart instructions), up to {args.max_tokens} new tokens, temperature 0.7, "
@@ -205,7 +206,8 @@ def main() -> None:
         rate = median([t / s for t, s in values])
         lines.append(f"| {engine} | {bs} | {n} | {median([t for t, _ in values]):.0f} | "
                      f"{median([s for _, s in values]):.1f} | {rate:.1f} | {rate / best_llama:.2f}x |")
-    write_section("llm-throughput", lines)
+    write_section("llm-throughput", "llm-throughput: default model on CPU, dataflow vs llama.cpp",
+                  "\n".join(lines))
 
 
 if __name__ == "__main__":

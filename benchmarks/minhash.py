@@ -137,7 +137,8 @@ def run_dataflow_core(path: Path) -> np.ndarray:
     """The operator's clustering alone, on texts already in memory (no store, no Parquet)."""
     import polars as pl
 
-    from dataflow.operators.minhash import MinHashDedup, prepared_texts
+    from dataflow.operators.curation.minhash import MinHashDedup
+    from dataflow.operators.text import prepared_texts
 
     texts = pl.read_parquet(path).get_column("text")
     started = time.perf_counter()

@@ -24,8 +24,8 @@ from results import write_section  # noqa: E402
 
 from dataflow import Pipeline  # noqa: E402
 from dataflow.build import build  # noqa: E402
-from dataflow.operators.sandbox import Limits, network_isolation  # noqa: E402
-from dataflow.operators.verify import CodeVerify  # noqa: E402
+from dataflow.operators.rewards.sandbox import Limits, network_isolation  # noqa: E402
+from dataflow.operators import CodeVerify  # noqa: E402
 from dataflow.progress import Progress  # noqa: E402
 
 TESTS = "assert fib(10) == 55\nassert fib(1) == 1\nassert [fib(i) for i in range(6)] == [0, 1, 1, 2, 3, 5]"
@@ -70,7 +70,6 @@ def main() -> None:
         f"{seconds:.2f} s | {args.programs / seconds:.0f} |",
     ])
     write_section("sandbox", "Code verification throughput (issue 5)", body)
-    print(body)
 
 
 if __name__ == "__main__":

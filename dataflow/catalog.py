@@ -9,9 +9,12 @@ import duckdb
 import polars as pl
 
 from dataflow.errors import DataflowError
-from dataflow.store import DATA, META, REJECTS
+from dataflow.operator import REJECTS_SCHEMA
+from dataflow.records import read_manifest, reject_constants, runs_path
+from dataflow.store import DATA, REJECTS
 
-REJECTS_COLUMNS = {"id": "VARCHAR", "node": "VARCHAR", "reason": "VARCHAR", "score": "DOUBLE", "detail": "VARCHAR"}
+SQL_TYPES = {pl.String(): "VARCHAR", pl.Float64(): "DOUBLE"}
+REJECTS_COLUMNS = {column: SQL_TYPES[dtype] for column, dtype in REJECTS_SCHEMA.items()}
 REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()) + " WHERE false"
 
 
@@ -25,7 +28,7 @@ def _literal(value: str | Path) -> str:
 
 def _rejects_select(entry: Path) -> str:
     """One node's rejects in the common columns; a filter stores its one-value columns in meta.json."""
-    constants = json.loads((entry / META).read_text()).get("reject_constants", {})
+    constants = reject_constants(entry)
     columns = [f"{'NULL' if constants[c] is None else _literal(constants[c])}::{t} AS {c}" if c in constants
                else f"{c}::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()]
     return f"SELECT {', '.join(columns)} FROM read_parquet({_literal(entry / REJECTS)})"
@@ -34,11 +37,7 @@ def _rejects_select(entry: Path) -> str:
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views on the latest build in ``out``."""
     out = Path(out)
-    manifest_path = out / "manifest.json"
-    if not manifest_path.exists():
-        raise DataflowError(f"no build found in {out}/ (no manifest.json); run `dataflow build PIPELINE.py"
-                            f" --out {out}` first, or pass --out to point at a build")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(out)
     con = duckdb.connect()
     nodes = manifest["nodes"]
     rejects = []
@@ -56,8 +55,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
         if name not in nodes:
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(out / name / DATA)})")
     con.execute(f"CREATE VIEW rejects AS {' UNION ALL '.join(rejects) or REJECTS_EMPTY}")
-    runs = out / ".dataflow" / "runs.jsonl"
-    con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs)})")
+    con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs_path(out))})")
     table = pl.DataFrame([{k: node.get(k) for k in ("name", "op", "status", "rows_in", "rows_out", "rejected",
                                                     "seconds", "reason", "fingerprint")}
                            | {"metrics": json.dumps(node.get("metrics") or {})}

@@ -13,11 +13,13 @@ dataflow builds post-training datasets from a pipeline file (a DAG of operators)
 
 commands:
   build PIPELINE.py   build the pipeline; only nodes whose inputs, code or parameters
-                      changed are rebuilt. --dry-run shows the plan and why.
+                      changed are rebuilt. --dry-run shows the plan and why; --help-params
+                      lists the pipeline's parameters.
   query "SQL"         SQL (DuckDB) over the last build: every node and output is a view
                       named after it, plus `rejects` (dropped rows with reasons), `runs`
                       (build history) and `nodes` (per-node stats).
   show NAME           the first rows and the schema of a node or output.
+  report              the summary of the last build (nodes, rows, rejects, metrics).
   clean               delete cached node results that no build references.
 
 exit status: 0 on success, 1 on an error (explained in one paragraph), 130 when interrupted.
@@ -36,10 +38,18 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from dataflow.build import build, load_pipeline, plan
-    from dataflow.progress import make_progress, print_summary
+    from dataflow.executors import executor_class
+    from dataflow.progress import make_progress
+    from dataflow.records import read_manifest
+    from dataflow.reports import report as render
 
     pipeline = load_pipeline(args.pipeline, _settings(args.set))
+    if args.help_params:
+        print_params(pipeline)
+        return 0
     if args.dry_run:
+        executor_class(args.executor)  # an unknown name is an error here too
+        print_params(pipeline)
         compiled, plans = plan(pipeline, args.out, tuple(args.rebuild))
         for name in compiled.order:
             p = plans[name]
@@ -49,15 +59,34 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     progress = make_progress()
     try:
-        report = build(pipeline, args.out, progress, tuple(args.rebuild))
+        report = build(pipeline, args.out, progress, tuple(args.rebuild), executor=args.executor)
     finally:
         progress.close()
-    print_summary(report.stats)
+    render("summary")(read_manifest(args.out))
     if report.nothing_done:
         print(f"nothing to do: all {len(report.stats)} nodes are cached and the outputs are up to date")
     else:
         built = sum(s.status != "cached" for s in report.stats)
         print(f"built {built} of {len(report.stats)} node(s) in {report.seconds:.2f}s; outputs in {args.out}/")
+    return 0
+
+
+def print_params(pipeline) -> None:
+    """The pipeline's parameters: value, default when overridden, and help."""
+    if not pipeline.declared_params:
+        print("parameters: none")
+        return
+    print("parameters (override with --set NAME=VALUE):")
+    for name, param in pipeline.declared_params.items():
+        changed = f" (default {param.default!r})" if param.value != param.default else ""
+        print(f"  {name} = {param.value!r}{changed}{'  ' + param.help if param.help else ''}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dataflow.records import read_manifest
+    from dataflow.reports import report
+
+    report(args.format)(read_manifest(args.out))
     return 0
 
 
@@ -83,14 +112,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    import json
-
+    from dataflow.records import referenced_fingerprints
     from dataflow.store import Store
 
     store = Store(args.out)
-    keep = set()
-    for manifest in (store.root / "builds").glob("*.json"):
-        keep |= {n["fingerprint"] for n in json.loads(manifest.read_text())["nodes"].values()}
+    keep = referenced_fingerprints(store)
     store.lock()
     try:
         removed, freed = store.clean(keep)
@@ -129,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="print each node as cached or to build, and why")
     b.add_argument("--rebuild", action="append", default=[], metavar="NODE",
                    help="rebuild NODE and everything downstream even if cached (repeatable)")
+    b.add_argument("--executor", default="local", help="what runs the nodes (default: local, in this process)")
+    b.add_argument("--help-params", action="store_true", help="list the pipeline's parameters and exit")
     b.set_defaults(run=cmd_build)
 
     q = sub.add_parser("query", help="run SQL over the last build")
@@ -143,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=10)
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
     s.set_defaults(run=cmd_show)
+
+    r = sub.add_parser("report", help="the summary of the last build")
+    out_option(r)
+    r.add_argument("--format", default="summary", help="which report (default: summary)")
+    r.set_defaults(run=cmd_report)
 
     c = sub.add_parser("clean", help="delete cache entries no build references")
     out_option(c)

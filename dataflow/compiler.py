@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from dataflow.dtypes import matches
 from dataflow.errors import CompileError
 from dataflow.operator import Operator, missing_or_mistyped
-from dataflow.pipeline import Pipeline
+from dataflow.pipeline import OutputSpec, Pipeline
+from dataflow.schemas import SCHEMAS
 
 
 @dataclass
@@ -29,7 +31,7 @@ class CompiledPipeline:
     pipeline: Pipeline
     order: list[str]  # topological: inputs before consumers
     nodes: dict[str, CompiledNode]
-    outputs: dict[str, str]  # output name -> node name
+    outputs: dict[str, OutputSpec]  # output name -> its node and record schema
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -61,12 +63,14 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
                         f"Break the loop by reading from an earlier node.")
     if not p.outputs:
         problems.append("the pipeline declares no output: add p.output('name', node)")
-    for out, node in p.outputs.items():
-        if node not in p.nodes:
-            problems.append(f"output '{out}': node '{node}' does not exist.{_suggest(node, names)}")
-        elif out in p.nodes and out != node:
+    for out, spec in p.outputs.items():
+        if spec.node not in p.nodes:
+            problems.append(f"output '{out}': node '{spec.node}' does not exist.{_suggest(spec.node, names)}")
+        elif out in p.nodes and out != spec.node:
             problems.append(f"output '{out}' has the name of another node ('{out}'), but shows node "
-                            f"'{node}': rename the output or the node")
+                            f"'{spec.node}': rename the output or the node")
+        if spec.schema is not None and spec.schema not in SCHEMAS:
+            problems.append(f"output '{out}': unknown record schema {spec.schema!r}; choose from {sorted(SCHEMAS)}")
 
     schemas: dict[str, pl.Schema] = {}
     for name in order:
@@ -77,6 +81,8 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
         problems += node_problems
         if schema is not None:
             schemas[name] = schema
+    problems += [problem for out, spec in p.outputs.items() if spec.node in schemas
+                 for problem in _record_problems(out, spec, schemas[spec.node])]
     if problems:
         raise CompileError(problems)
 
@@ -85,6 +91,21 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
         for ref in nodes[n].inputs:
             nodes[ref].consumers.append(n)
     return CompiledPipeline(p, order, nodes, dict(p.outputs))
+
+
+def _record_problems(out: str, spec: OutputSpec, schema: pl.Schema) -> list[str]:
+    """Columns that an output declared as a record schema lacks, or holds with another type."""
+    if spec.schema not in SCHEMAS:
+        return []
+    problems = []
+    for column, dtype in SCHEMAS[spec.schema].columns.items():
+        if column not in schema:
+            problems.append(f"output '{out}' is declared as '{spec.schema}' records but node '{spec.node}' has no "
+                            f"column '{column}' ({dtype}); it has: {', '.join(schema)}")
+        elif not matches(schema[column], dtype):
+            problems.append(f"output '{out}' is declared as '{spec.schema}' records but column '{column}' of node "
+                            f"'{spec.node}' is {schema[column]}, not {dtype}")
+    return problems
 
 
 def _node_schema(name: str, op: Operator, inputs: list[str], schemas: list[pl.Schema]

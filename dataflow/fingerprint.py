@@ -102,7 +102,8 @@ def _cell_value(cell: Any) -> Any:
 
 
 def _referenced_globals(fn: Any, code: types.CodeType, seen: frozenset[int]) -> dict[str, Any]:
-    """Module-level constants and same-module helpers the function refers to by name."""
+    """Module-level constants and the helpers (of its own module or of dataflow) the function
+    refers to by name."""
     module_globals = getattr(fn, "__globals__", {})
     module = module_globals.get("__name__")
     found: dict[str, Any] = {}
@@ -114,9 +115,15 @@ def _referenced_globals(fn: Any, code: types.CodeType, seen: frozenset[int]) -> 
             isinstance(value, (list, dict, set)) and len(str(value)) < 100_000
         ):
             found[name] = canonical(value, seen)
-        elif (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module:
+        elif (inspect.isfunction(value) or inspect.isclass(value)) and _own_code(value.__module__, module):
             found[name] = function_identity(value, seen)
     return found
+
+
+def _own_code(module: str | None, referrer: str | None) -> bool:
+    """Helpers whose code counts: those of the referring module and of dataflow itself (the text
+    kernel, the LLM operator base, ...), not of other libraries."""
+    return module == referrer or (module or "").split(".")[0] == "dataflow"
 
 
 def _all_names(code: types.CodeType) -> set[str]:

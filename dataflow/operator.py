@@ -2,12 +2,19 @@
 
 An operator is a frozen dataclass whose fields are its parameters. It declares the input
 columns it needs (``required_columns``), how it changes the schema (``output_schema``) and how it
-transforms data (``apply``): polars LazyFrames in, a :class:`Result` out. Operators never know
-which executor runs them or in how many processes.
+transforms data (``apply``): polars LazyFrames in, a :class:`Result` out. Its ``kind`` tells an
+executor how the operator may be run (see :class:`Kind`); operators never know which executor
+runs them or in how many processes.
+
+Fields are fingerprint parameters unless declared otherwise: :func:`runtime_field` for how an
+operator runs (worker counts, later CPU/GPU resources), :func:`identity_field` for a value
+hashed by what it names (a file's content, a model's weights) in ``fingerprint_extras``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +27,17 @@ from dataflow.dtypes import describe, matches
 SCRATCH = "scratch"
 REJECTS_SCHEMA = pl.Schema({"id": pl.String(), "node": pl.String(), "reason": pl.String(),
                             "score": pl.Float64(), "detail": pl.String()})
+ON_ERROR = ("raise", "reject")
+
+
+class Kind(str, enum.Enum):
+    """How an executor may run an operator."""
+
+    SOURCE = "source"  # no input: reads data
+    ROW = "row"  # each output row depends on one input row: runs on any split of the rows
+    BATCH = "batch"  # like ROW, but wants whole record batches (models, vectorized kernels)
+    GLOBAL = "global"  # needs its whole input at once (dedup, sampling, pairing, LLM requests)
+    VIEW = "view"  # a ViewOperator: its output is its input minus rejected rows
 
 
 @dataclass
@@ -55,20 +73,38 @@ class Context:
 class Result:
     """An operator's output rows and, if it dropped any, the rejected rows with reasons.
 
-    ``rejects`` has an ``id`` and a ``reason`` column, optionally ``score`` and ``detail``.
+    ``rejects`` has an ``id`` and a ``reason`` column, optionally ``score`` and ``detail``
+    (see :func:`rejects_frame`).
     """
 
     output: pl.LazyFrame | pl.DataFrame
     rejects: pl.LazyFrame | pl.DataFrame | None = None
 
 
+def runtime_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field that says how an operator runs (worker counts, CPUs, GPUs), never what it
+    computes: changing it rebuilds nothing."""
+    return field(default=default, metadata={"runtime": True}, **kwargs)
+
+
+def identity_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field hashed by what it names (a file's content, a model's identity) through the
+    operator's ``fingerprint_extras``, not as written: moving a file rebuilds nothing."""
+    return field(default=default, metadata={"identity": True}, **kwargs)
+
+
+def fingerprint_parameters(op: Operator) -> dict[str, Any]:
+    """The fields that are fingerprint parameters (all but runtime and identity fields)."""
+    return {f.name: getattr(op, f.name) for f in dataclasses.fields(op)
+            if not (f.metadata.get("runtime") or f.metadata.get("identity"))}
+
+
 @dataclass(frozen=True)
 class Operator:
     """Base class of every operator (see the module docstring)."""
 
-    kind: ClassVar[str] = "batch"  # "source", "row", "batch" or "global"
+    kind: ClassVar[Kind] = Kind.BATCH
     inputs_count: ClassVar[int] = 1  # number of upstream nodes; -1 for one or more
-    is_view: ClassVar[bool] = False  # output == input minus rejects: store only the rejects
     version: ClassVar[str] = "1"  # bump to invalidate caches when semantics change
 
     def required_columns(self) -> dict[str, Any]:
@@ -103,6 +139,32 @@ class Operator:
         return {}
 
 
+@dataclass(frozen=True)
+class ViewOperator(Operator):
+    """An operator whose output is its input minus the rows it rejects (a filter). An executor
+    stores only the rejects, and may fuse a chain of views into one pass over their input."""
+
+    kind: ClassVar[Kind] = Kind.VIEW
+
+    def keep(self) -> pl.Expr:
+        """True for rows that pass."""
+        raise NotImplementedError
+
+    def reject_score(self) -> pl.Expr | None:
+        """The rejects' score for a failing row; None when there is none."""
+        return None
+
+    def reject_labels(self) -> dict[str, str]:
+        """The rejects' ``reason`` and ``detail``, the same for every row this view drops."""
+        raise NotImplementedError
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        labels = {k: pl.lit(v) for k, v in self.reject_labels().items()}
+        score = self.reject_score()
+        rejects = frame.filter(~self.keep()).select("id", score=pl.lit(None) if score is None else score, **labels)
+        return Result(frame.filter(self.keep()), rejects)
+
+
 def missing_or_mistyped(op: Operator, schema: pl.Schema) -> list[tuple[str, str]]:
     """(column, problem) pairs for declared input columns absent from or mistyped in ``schema``."""
     problems = []
@@ -114,6 +176,11 @@ def missing_or_mistyped(op: Operator, schema: pl.Schema) -> list[tuple[str, str]
     return problems
 
 
+def on_error_problems(on_error: str) -> list[str]:
+    """The compile problem of an ``on_error`` parameter that is neither 'raise' nor 'reject'."""
+    return [] if on_error in ON_ERROR else [f"on_error must be 'raise' or 'reject', not {on_error!r}"]
+
+
 @dataclass(frozen=True)
 class Rejection(Exception):
     """Raised by a row function to reject its row with a reason (and optional detail)."""
@@ -123,6 +190,22 @@ class Rejection(Exception):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+def rejects_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rejected rows (dicts with ``id``, ``reason`` and optionally ``score`` and ``detail``) as a
+    frame in the rejects' columns; the executor adds the node."""
+    return pl.DataFrame(rows, schema={c: t for c, t in REJECTS_SCHEMA.items() if c != "node"})
+
+
+def normalized_rejects(rejects: pl.LazyFrame | pl.DataFrame, node: str) -> pl.LazyFrame:
+    """An operator's rejects in the rejects' columns, with the node filled in."""
+    frame = rejects.lazy()
+    have = frame.collect_schema()
+    columns = [pl.lit(node, pl.String).alias(name) if name == "node"
+               else pl.col(name).cast(dtype) if name in have else pl.lit(None, dtype).alias(name)
+               for name, dtype in REJECTS_SCHEMA.items()]
+    return frame.select(columns)
 
 
 def with_rejects_split(frame: pl.LazyFrame, error_column: str, reason: str = "error") -> Result:
@@ -139,4 +222,3 @@ def with_rejects_split(frame: pl.LazyFrame, error_column: str, reason: str = "er
         detail=parts.struct.field("field_1"),
     )
     return Result(output, rejects)
-

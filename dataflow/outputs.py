@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from dataflow.compiler import CompiledPipeline
-from dataflow.executor import NodeStats
+from dataflow.records import NodeStats, node_rows
 from dataflow.store import DATA, Store, now
 
 FINGERPRINT_FILE = ".fingerprint"
@@ -16,7 +16,7 @@ FINGERPRINT_FILE = ".fingerprint"
 
 def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> bool:
     """Materialize output ``name``; returns False when it was already up to date."""
-    node = stats[compiled.outputs[name]]
+    node = stats[compiled.outputs[name].node]
     target = store.out / name
     marker = target / FINGERPRINT_FILE
     if marker.exists() and marker.read_text() == node.fingerprint:
@@ -27,7 +27,7 @@ def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dic
     if stored.exists():
         _link_or_copy(stored, tmp / DATA)
     else:  # a view: write its rows
-        store.scan(node.fingerprint).sink_parquet(tmp / DATA, compression="zstd")
+        node_rows(store, node.fingerprint).sink_parquet(tmp / DATA, compression="zstd")
     (tmp / "README.md").write_text(dataset_card(compiled, name, stats))
     (tmp / FINGERPRINT_FILE).write_text(node.fingerprint)
     store.move_into_place(tmp, target)
@@ -56,8 +56,8 @@ def _lineage(compiled: CompiledPipeline, name: str) -> list[str]:
 
 
 def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> str:
-    node_name = compiled.outputs[name]
-    node = stats[node_name]
+    spec = compiled.outputs[name]
+    node_name, node = spec.node, stats[spec.node]
     pipeline = compiled.pipeline
     lines = [
         f"# {name}", "",
@@ -65,6 +65,7 @@ def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeSta
         f"built {now()}.", "",
         pipeline.description, "",
         f"- rows: {node.rows_out:,}",
+        *([f"- records: `{spec.schema}` (see `dataflow.schemas`)"] if spec.schema else []),
         f"- fingerprint: `{node.fingerprint}`",
         f"- parameters: {', '.join(f'{k}={v!r}' for k, v in pipeline.params.items()) or 'none'}", "",
         "## Columns", "", "| column | type |", "| --- | --- |",

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +22,7 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import Operator
-from dataflow.sources import FromRows, ReadCsv, ReadHF, ReadJson, ReadJsonl, ReadParquet
+from dataflow.operators.core.sources import FromRows, ReadCsv, ReadHF, ReadJson, ReadJsonl, ReadParquet
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # DuckDB keywords that cannot name a table unquoted: node and output names are SQL view names.
@@ -43,9 +46,28 @@ def name_problem(kind: str, name: str) -> str | None:
         return f"{kind} name '{name}' is an SQL keyword, so queries would need it quoted: rename it"
     return None
 
-# Parameter values given on the command line (``--set name=value``), read by Pipeline.param.
-_overrides: dict[str, str] = {}
-_used_overrides: set[str] = set()
+@dataclass
+class Overrides:
+    """Parameter values given on the command line (``--set name=value``), and those a pipeline used."""
+
+    values: dict[str, str]
+    used: set[str] = field(default_factory=set)
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.values) - self.used)
+
+
+_overrides: ContextVar[Overrides | None] = ContextVar("dataflow_overrides", default=None)
+
+
+@contextmanager
+def parameter_overrides(values: dict[str, str]) -> Iterator[Overrides]:
+    """Within the block, ``Pipeline.param`` takes its value from ``values`` where they name it."""
+    token = _overrides.set(Overrides(dict(values)))
+    try:
+        yield _overrides.get()
+    finally:
+        _overrides.reset(token)
 
 
 @dataclass
@@ -57,6 +79,23 @@ class NodeSpec:
     inputs: list[str]
 
 
+@dataclass
+class OutputSpec:
+    """A declared output: its node and, optionally, the canonical record schema it holds."""
+
+    node: str
+    schema: str | None = None
+
+
+@dataclass
+class Param:
+    """A declared build parameter."""
+
+    default: Any
+    value: Any
+    help: str = ""
+
+
 class Pipeline:
     """A DAG of nodes. Relative file paths resolve against the directory of the file that
     created the pipeline, so a build works from any working directory."""
@@ -65,21 +104,27 @@ class Pipeline:
         self.name = name
         self.description = description
         self.nodes: dict[str, NodeSpec] = {}
-        self.outputs: dict[str, str] = {}
-        self.params: dict[str, Any] = {}
+        self.outputs: dict[str, OutputSpec] = {}
+        self.declared_params: dict[str, Param] = {}
         self.problems: list[str] = []  # declaration problems, reported by compile
         caller = sys._getframe(1).f_code.co_filename  # inspect.stack() would read every frame's source
         self.base_dir = Path(caller).resolve().parent if Path(caller).exists() else Path.cwd()
 
     # -- parameters --------------------------------------------------------------------------
     def param(self, name: str, default: Any, help: str = "") -> Any:
-        """A build parameter; ``dataflow build --set name=value`` overrides the default."""
-        value = default
-        if name in _overrides:
-            _used_overrides.add(name)
-            value = _parse_value(name, _overrides[name], default)
-        self.params[name] = value
+        """A build parameter; ``dataflow build --set name=value`` overrides the default.
+        ``dataflow build PIPELINE --help-params`` lists them with their ``help``."""
+        value, overrides = default, _overrides.get()
+        if overrides is not None and name in overrides.values:
+            overrides.used.add(name)
+            value = _parse_value(name, overrides.values[name], default)
+        self.declared_params[name] = Param(default, value, help)
         return value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters' values in this build."""
+        return {name: param.value for name, param in self.declared_params.items()}
 
     # -- sources -----------------------------------------------------------------------------
     def read_jsonl(self, path: str | Path, *, name: str | None = None, on_error: str = "raise") -> Node:
@@ -135,17 +180,20 @@ class Pipeline:
         return name
 
     def concat(self, *nodes: Node | str, name: str | None = None) -> Node:
-        from dataflow.operators.combine import Concat
+        from dataflow.operators.core.combine import Concat
 
         return self.add(Concat(), *nodes, name=name)
 
-    def output(self, name: str, node: Node | str) -> None:
-        """Declare a named output: materialized under ``<out>/<name>/``."""
+    def output(self, name: str, node: Node | str, *, schema: str | None = None) -> None:
+        """Declare a named output, materialized under ``<out>/<name>/``. ``schema`` names the
+        canonical record it holds (``sft``, ``preference``, ``prompt``, ``conversation``; see
+        ``dataflow.schemas``): compile checks its columns, and the build records it, so the training
+        command and the reports find "the DPO pairs of this build" without guessing."""
         if name in self.outputs:
             self.problems.append(f"output name '{name}' is declared twice: choose another name")
         if problem := name_problem("output", name):
             self.problems.append(problem)
-        self.outputs[name] = node.name if isinstance(node, Node) else node
+        self.outputs[name] = OutputSpec(node.name if isinstance(node, Node) else node, schema)
 
     def compile(self):
         """Check the whole DAG (see ``dataflow.compiler``); raises CompileError listing problems."""
@@ -174,8 +222,8 @@ class Node:
         Dropped rows go to rejects with ``reason``. A Python function sees ``id`` and the
         ``inputs`` columns (default: all columns).
         """
-        from dataflow.operators.basic import Filter
-        from dataflow.operators.functions import RowFilter
+        from dataflow.operators.core.basic import Filter
+        from dataflow.operators.core.functions import RowFilter
 
         if isinstance(predicate, pl.Expr):
             return self.apply(Filter(predicate, reason=reason, score=score), name=name)
@@ -186,8 +234,8 @@ class Node:
             **exprs: pl.Expr) -> Node:
         """Add columns: by polars expressions (``map(n=pl.col("text").str.len_chars())``) or by a
         row function returning a dict of the declared ``outputs``."""
-        from dataflow.operators.basic import WithColumns
-        from dataflow.operators.functions import RowFunction
+        from dataflow.operators.core.basic import WithColumns
+        from dataflow.operators.core.functions import RowFunction
 
         if fn is None:
             return self.apply(WithColumns(exprs), name=name)
@@ -197,63 +245,63 @@ class Node:
 
     def map_batches(self, fn: Callable[[pl.DataFrame], pl.DataFrame], *, outputs: dict[str, Any],
                     inputs: dict[str, Any] | None = None, name: str | None = None) -> Node:
-        from dataflow.operators.functions import BatchFunction
+        from dataflow.operators.core.functions import BatchFunction
 
         return self.apply(BatchFunction(fn, inputs or {}, outputs), name=name)
 
     def select(self, *columns: str, name: str | None = None) -> Node:
-        from dataflow.operators.basic import Select
+        from dataflow.operators.core.basic import Select
 
         return self.apply(Select(tuple(columns)), name=name)
 
     def drop(self, *columns: str, name: str | None = None) -> Node:
-        from dataflow.operators.basic import Drop
+        from dataflow.operators.core.basic import Drop
 
         return self.apply(Drop(tuple(columns)), name=name)
 
     def rename(self, mapping: dict[str, str], *, name: str | None = None) -> Node:
-        from dataflow.operators.basic import Rename
+        from dataflow.operators.core.basic import Rename
 
         return self.apply(Rename(mapping), name=name)
 
     def cast(self, dtypes: dict[str, Any], *, name: str | None = None) -> Node:
-        from dataflow.operators.basic import Cast
+        from dataflow.operators.core.basic import Cast
 
         return self.apply(Cast(dtypes), name=name)
 
     def limit(self, n: int, *, name: str | None = None) -> Node:
-        from dataflow.operators.basic import Limit
+        from dataflow.operators.core.basic import Limit
 
         return self.apply(Limit(n), name=name)
 
     def sample(self, n: int | None = None, *, fraction: float | None = None, seed: int = 0,
                name: str | None = None) -> Node:
-        from dataflow.operators.sampling import Sample
+        from dataflow.operators.core.sampling import Sample
 
         return self.apply(Sample(n=n, fraction=fraction, seed=seed), name=name)
 
     def split(self, *, eval_fraction: float | None = None, eval_size: int | None = None, seed: int = 0,
               stratify: str | None = None, names: tuple[str, str] = ("train", "eval")) -> tuple[Node, Node]:
         """Two nodes, train and eval, from a seeded (optionally stratified) split."""
-        from dataflow.operators.sampling import SplitPart
+        from dataflow.operators.core.sampling import SplitPart
 
         parts = [self.apply(SplitPart(part, eval_fraction, eval_size, seed, stratify), name=part_name)
                  for part, part_name in zip(("train", "eval"), names)]
         return parts[0], parts[1]
 
     def dedup(self, *columns: str, normalize: bool | tuple[str, ...] = True, name: str | None = None) -> Node:
-        from dataflow.operators.dedup import ExactDedup
+        from dataflow.operators.core.dedup import ExactDedup
 
         return self.apply(ExactDedup(tuple(columns), normalize=normalize), name=name)
 
     def join(self, other: Node | str, *, on: str | list[str], how: str = "inner", name: str | None = None) -> Node:
-        from dataflow.operators.combine import Join
+        from dataflow.operators.core.combine import Join
 
         keys = (on,) if isinstance(on, str) else tuple(on)
         return self.apply(Join(keys, how=how), other, name=name)
 
     def validate(self, schema: str, *, on_error: str = "reject", name: str | None = None) -> Node:
-        from dataflow.operators.formats import Validate
+        from dataflow.operators.core.validate import Validate
 
         return self.apply(Validate(schema, on_error=on_error), name=name)
 
@@ -275,13 +323,3 @@ def _parse_value(name: str, text: str, default: Any) -> Any:
     except ValueError as exc:
         kind = type(default).__name__
         raise DataflowError(f"--set {name}={text}: not a valid {kind} ({exc}); the default is {default!r}") from exc
-
-
-def set_overrides(values: dict[str, str]) -> None:
-    _overrides.clear()
-    _overrides.update(values)
-    _used_overrides.clear()
-
-
-def unused_overrides() -> list[str]:
-    return sorted(set(_overrides) - _used_overrides)

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from dataflow.compiler import CompiledPipeline
 from dataflow.fingerprint import class_code_hash, digest, qualified_name
-from dataflow.operator import Operator
+from dataflow.operator import Kind, fingerprint_parameters
+from dataflow.records import NodePlan
 from dataflow.store import Store
-
-
-@dataclass
-class NodePlan:
-    name: str
-    fingerprint: str
-    components: dict[str, Any]  # what the fingerprint hashes, kept to explain later rebuilds
-    shown_params: dict[str, str]  # short readable parameter values, for "why" messages
-    cached: bool
-    reason: str  # why it is built ("" when cached)
-
-
-def parameters(op: Operator) -> dict[str, Any]:
-    exclude = getattr(op, "fingerprint_exclude", ())
-    return {f.name: getattr(op, f.name) for f in dataclasses.fields(op) if f.name not in exclude}
 
 
 def _shown(value: Any) -> str:
@@ -43,7 +27,7 @@ def plan_build(compiled: CompiledPipeline, store: Store, previous: dict[str, Any
     for name in compiled.order:
         node = compiled.nodes[name]
         op = node.op
-        params = parameters(op)
+        params = fingerprint_parameters(op)
         components = {
             "op": qualified_name(type(op)),
             "code": f"{class_code_hash(type(op))}:{op.version}",
@@ -51,7 +35,7 @@ def plan_build(compiled: CompiledPipeline, store: Store, previous: dict[str, Any
             "extras": {k: digest(v, 8) for k, v in op.fingerprint_extras().items()},
             "inputs": {ref: plans[ref].fingerprint for ref in node.inputs},
         }
-        if op.kind == "source":
+        if Kind(op.kind) is Kind.SOURCE:
             components["ids"] = name  # generated ids carry the node name
         fingerprint = digest(components)
         upstream_forced = [ref for ref in node.inputs if ref in forced]

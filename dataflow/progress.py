@@ -1,4 +1,4 @@
-"""Build progress: a live display on a terminal, plain log lines otherwise, and the summary."""
+"""Build progress: a live display on a terminal, plain log lines otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from dataflow.executor import NodeStats
+    from dataflow.records import NodeStats
 
 
 def _rate(rows: int, seconds: float) -> str:
@@ -23,14 +23,13 @@ class Progress:
     def __init__(self, stream: TextIO = sys.stderr):
         self.stream = stream
         self.done: dict[str, int] = {}
-        self.totals: dict[str, int | None] = {}
         self.started: dict[str, float] = {}
 
     def log(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def start(self, name: str, total: int | None, reason: str) -> None:
-        self.done[name], self.totals[name], self.started[name] = 0, total, time.perf_counter()
+        self.done[name], self.started[name] = 0, time.perf_counter()
         self.log(f"[build] {name}: building ({reason})")
 
     def advance(self, name: str, rows: int) -> None:
@@ -90,43 +89,3 @@ class RichProgress(Progress):
 
 def make_progress(stream: TextIO = sys.stderr) -> Progress:
     return RichProgress(stream) if stream.isatty() else Progress(stream)
-
-
-def summary_rows(stats: list[NodeStats]) -> list[list[str]]:
-    rows = []
-    for s in stats:
-        note = s.reason if s.status != "cached" else ""
-        rows.append([s.name, s.status, "" if s.rows_in is None else f"{s.rows_in:,}", f"{s.rows_out:,}",
-                     f"{s.rejected:,}", f"{s.seconds:.2f}", note])
-    return rows
-
-
-SUMMARY_HEADER = ["node", "status", "rows in", "rows out", "rejected", "seconds", "why built"]
-
-
-def _metric(value) -> str:
-    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def print_summary(stats: list[NodeStats], stream: TextIO = sys.stdout) -> None:
-    """The per-node table, then the metrics operators reported, one line per node."""
-    _print_table(summary_rows(stats), stream)
-    for s in stats:
-        if s.metrics:
-            shown = ", ".join(f"{k}={_metric(v)}" for k, v in s.metrics.items())
-            print(f"  {s.name}: {shown}", file=stream)
-
-
-def _print_table(rows: list[list[str]], stream: TextIO) -> None:
-    if stream.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*SUMMARY_HEADER)
-        for row in rows:
-            table.add_row(*row)
-        Console(file=stream).print(table)
-        return
-    widths = [max(len(str(r[i])) for r in [SUMMARY_HEADER, *rows]) for i in range(len(SUMMARY_HEADER))]
-    for row in [SUMMARY_HEADER, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip(), file=stream)

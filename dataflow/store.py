@@ -1,26 +1,21 @@
-"""The content-addressed store under ``<out>/.dataflow/``.
+"""The content-addressed store under ``<out>/.dataflow/``: directories and atomic moves.
 
 Each built node is a directory ``cache/<fingerprint>/`` holding ``data.parquet`` (zstd), its
-``rejects.parquet`` if it dropped rows, and ``meta.json``. A node is written under ``tmp/`` and
-renamed into place when complete, so a crash never leaves a half node that looks done. A view
-node (a filter) stores only its rejects: its rows are its input's rows minus those.
+``rejects.parquet`` if it dropped rows, and ``meta.json`` (written by ``dataflow.records``). A node
+is written under ``tmp/`` and renamed into place when complete, so a crash never leaves a half node
+that looks done. A view node (a filter) stores only its rejects.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
-import polars as pl
 
 from dataflow.errors import DataflowError
-from dataflow.operator import REJECTS_SCHEMA
 
 DATA, REJECTS, META = "data.parquet", "rejects.parquet", "meta.json"
 
@@ -39,21 +34,6 @@ class Store:
     def has(self, fingerprint: str) -> bool:
         return (self.entry(fingerprint) / META).exists()
 
-    def meta(self, fingerprint: str) -> dict[str, Any]:
-        return json.loads((self.entry(fingerprint) / META).read_text())
-
-    def scan(self, fingerprint: str) -> pl.LazyFrame:
-        """The rows of a stored node (a view resolves through its input)."""
-        meta = self.meta(fingerprint)
-        if meta.get("view_of"):
-            rejected = pl.scan_parquet(self.entry(fingerprint) / REJECTS).select("id")
-            return self.scan(meta["view_of"]).join(rejected, on="id", how="anti", maintain_order="left")
-        return pl.scan_parquet(self.entry(fingerprint) / DATA)
-
-    def rejects(self, fingerprint: str) -> Path | None:
-        path = self.entry(fingerprint) / REJECTS
-        return path if path.exists() else None
-
     # -- writing -----------------------------------------------------------------------------
     def begin(self, fingerprint: str) -> Path:
         """A fresh temporary directory for a node being built."""
@@ -61,9 +41,8 @@ class Store:
         path.mkdir(parents=True)
         return path
 
-    def commit(self, tmp: Path, fingerprint: str, meta: dict[str, Any]) -> None:
-        """Write meta.json and move the finished node into place atomically."""
-        (tmp / META).write_text(json.dumps(meta, indent=1))
+    def commit(self, tmp: Path, fingerprint: str) -> None:
+        """Move a finished node (its meta.json written last) into place atomically."""
         final = self.entry(fingerprint)
         final.parent.mkdir(parents=True, exist_ok=True)
         self.move_into_place(tmp, final)
@@ -130,21 +109,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def normalize_rejects(rejects: pl.LazyFrame | pl.DataFrame, node: str) -> pl.LazyFrame:
-    """Rejects in the common schema: id, node, reason, score, detail."""
-    frame = rejects.lazy()
-    have = frame.collect_schema()
-    columns = []
-    for name, dtype in REJECTS_SCHEMA.items():
-        if name == "node":
-            columns.append(pl.lit(node, pl.String).alias("node"))
-        elif name in have:
-            columns.append(pl.col(name).cast(dtype))
-        else:
-            columns.append(pl.lit(None, dtype).alias(name))
-    return frame.select(columns)
 
 
 def now() -> str:

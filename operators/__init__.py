@@ -1,32 +1,19 @@
-"""Built-in operators. Most basic ones are also Node methods (``node.filter(...)`` etc.)."""
+"""Built-in operators, in families (one folder each; see ARCHITECTURE.md). Most core ones are also
+Node methods (``node.filter(...)`` etc.)."""
 
-from dataflow.operators.basic import Cast, Drop, Filter, Limit, Rename, Select, WithColumns
-from dataflow.operators.combine import Concat, Join
-from dataflow.operators.decontaminate import Decontaminate
-from dataflow.operators.dedup import ExactDedup
-from dataflow.operators.diversity import DiversityMetrics
-from dataflow.operators.formats import ToConversation, ToPreference, ToPrompt, Validate
-from dataflow.operators.functions import BatchFunction, GlobalFunction, RowFilter, RowFunction
-from dataflow.operators.generate import BestOfK, Generate, StructuredGenerate
-from dataflow.operators.grpo import PassRate, learnable_band
-from dataflow.operators.heuristics import (CharacterMeasures, LengthMeasures, RefusalMeasures, RepetitionMeasures,
-                                           StopWordMeasures)
-from dataflow.operators.judge import JudgeScore, PairwiseJudge
-from dataflow.operators.language import LanguageId
-from dataflow.operators.minhash import MinHashDedup
-from dataflow.operators.pairs import PreferencePairs, VerdictPairs
-from dataflow.operators.quality import FastTextQuality
-from dataflow.operators.sampling import Sample, SplitPart
-from dataflow.operators.select import BalancedSample, PyramidSample, SelectBest
-from dataflow.operators.semantic import SemanticDedup
-from dataflow.operators.verify import CodeVerify, FunctionReward, JsonSchemaVerify, MathVerify, MatchVerify
+from dataflow.operators.core import *  # noqa: F403
+from dataflow.operators.core import __all__ as _core
+from dataflow.operators.curation import *  # noqa: F403
+from dataflow.operators.curation import __all__ as _curation
+from dataflow.operators.formats import *  # noqa: F403
+from dataflow.operators.formats import __all__ as _formats
+from dataflow.operators.generation import *  # noqa: F403
+from dataflow.operators.generation import __all__ as _generation
+from dataflow.operators.judging import *  # noqa: F403
+from dataflow.operators.judging import __all__ as _judging
+from dataflow.operators.rewards import *  # noqa: F403
+from dataflow.operators.rewards import __all__ as _rewards
+from dataflow.operators.selection import *  # noqa: F403
+from dataflow.operators.selection import __all__ as _selection
 
-__all__ = [
-    "BalancedSample", "BatchFunction", "BestOfK", "Cast", "CharacterMeasures", "CodeVerify", "Concat", "Decontaminate",
-    "DiversityMetrics", "Drop", "ExactDedup", "FastTextQuality", "Filter", "FunctionReward", "Generate",
-    "GlobalFunction", "Join", "JsonSchemaVerify", "JudgeScore", "LanguageId", "LengthMeasures", "Limit", "MatchVerify",
-    "MathVerify", "MinHashDedup", "PairwiseJudge", "PassRate", "PreferencePairs", "PyramidSample", "RefusalMeasures",
-    "Rename", "RepetitionMeasures", "RowFilter", "RowFunction", "Sample", "Select", "SelectBest", "SemanticDedup",
-    "SplitPart", "StopWordMeasures", "StructuredGenerate", "ToConversation", "ToPreference", "ToPrompt", "Validate",
-    "VerdictPairs", "WithColumns", "learnable_band",
-]
+__all__ = sorted([*_core, *_curation, *_formats, *_generation, *_judging, *_rewards, *_selection])

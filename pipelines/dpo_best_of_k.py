@@ -6,9 +6,7 @@
 """
 
 from dataflow import Pipeline
-from dataflow.operators import BestOfK, ToConversation
-from dataflow.operators.judge import JudgeScore
-from dataflow.operators.pairs import PreferencePairs
+from dataflow.operators import BestOfK, JudgeScore, PreferencePairs, ToConversation
 
 p = Pipeline("dpo_best_of_k", description="Preference pairs from K sampled responses per prompt, "
                                           "scored by an LLM judge; ties never pair.")
@@ -30,4 +28,4 @@ scored = candidates.apply(JudgeScore(rubric="helpfulness", prompt="messages", re
 pairs = scored.apply(PreferencePairs(score="score", prompt="messages", response="response",
                                      min_margin=min_margin, max_length_ratio=3.0), name="pairs")
 p.output("scored_candidates", scored)
-p.output("dpo_pairs", pairs.validate("preference", name="valid_pairs"))
+p.output("dpo_pairs", pairs.validate("preference", name="valid_pairs"), schema="preference")

@@ -8,9 +8,7 @@ the learnable band (the model solves a prompt sometimes, not always).
 import polars as pl
 
 from dataflow import Pipeline
-from dataflow.operators import BestOfK, ToPrompt
-from dataflow.operators.grpo import PassRate, learnable_band
-from dataflow.operators.verify import MathVerify
+from dataflow.operators import BestOfK, MathVerify, PassRate, ToPrompt, learnable_band
 
 p = Pipeline("grpo_math", description="Math word problems whose pass rate under the policy model is "
                                       "strictly between 0 and 1, with gold answers for a reward function.")
@@ -31,4 +29,4 @@ samples = prompts.apply(BestOfK(conversation="prompt", model=model, k=k, tempera
                         name="samples")
 verified = samples.apply(MathVerify(response="response", answer="answer"), name="verified")
 rates = verified.apply(PassRate(carry=("prompt", "answer", "verifier")), name="rates")
-p.output("grpo_prompts", rates.apply(learnable_band(), name="learnable"))
+p.output("grpo_prompts", rates.apply(learnable_band(), name="learnable"), schema="prompt")

@@ -28,5 +28,5 @@ substantive = measured.filter(pl.col("response_words") >= min_words, reason="res
 helpful = substantive.filter(~pl.col("is_refusal"), reason="refusal or boilerplate", name="helpful")
 train, evaluation = helpful.split(eval_fraction=eval_fraction, seed=seed, stratify="source")
 
-p.output("train", train)
-p.output("eval", evaluation)
+p.output("train", train, schema="sft")
+p.output("eval", evaluation, schema="sft")

@@ -7,6 +7,8 @@
 - ``prompt``: ``prompt`` (turn list) and the gold ``answer`` a GRPO reward function reads,
   with optional ``verifier`` naming how the answer is checked.
 
+``prompt_turns`` turns a prompt column (text or turns) into the turn list of these records.
+
 A validator raises :class:`~dataflow.operator.Rejection` naming the field at fault, e.g.
 ``messages[2].content: empty``; the operator running it adds the row id.
 """
@@ -43,6 +45,17 @@ def check_turns(turns: Any, field: str, *, last_role: str | None = None) -> None
     if last_role and turns[-1]["role"] != last_role:
         raise Rejection(f"invalid_{field}", f"{field}[{len(turns) - 1}].role: the last turn must be "
                                             f"{last_role}, not {turns[-1]['role']}")
+
+
+def prompt_turns(prompt: Any) -> list[dict]:
+    """A prompt as turns: a string becomes one user turn; a conversation keeps all but the
+    trailing assistant turns."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    turns = [{"role": t["role"], "content": t["content"]} for t in prompt]
+    while turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    return turns
 
 
 def _conversation(row: dict) -> None:

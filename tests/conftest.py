@@ -10,7 +10,7 @@ import pytest
 
 from dataflow.build import BuildReport, build
 from dataflow.catalog import query
-from dataflow.pipeline import Pipeline, set_overrides
+from dataflow.pipeline import Pipeline
 from dataflow.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,9 +44,3 @@ class Builder:
 def builder(tmp_path: Path) -> Builder:
     return Builder(tmp_path / "out")
 
-
-@pytest.fixture(autouse=True)
-def _no_overrides():
-    set_overrides({})
-    yield
-    set_overrides({})

@@ -94,3 +94,22 @@ def test_clean_removes_only_unreferenced_entries(tmp_path):
     assert "removed 2 unreferenced cache entries" in result.stdout
     again = dataflow("build", str(QUICKSTART), "--out", str(out), "--set", "seed=2")
     assert "nothing to do" in again.stdout
+
+
+def test_help_params_and_dry_run_show_parameters_with_their_help(tmp_path, built):
+    result = dataflow("build", str(REPO / "pipelines" / "generate_demo.py"), "--help-params", "--set", "k=3")
+    assert result.returncode == 0
+    assert "  prompts = 16  how many instructions to answer" in result.stdout
+    assert "  k = 3 (default 2)  candidates per prompt for best-of-K" in result.stdout
+    dry = dataflow("build", str(QUICKSTART), "--out", str(built), "--dry-run", "--set", "seed=3")
+    assert "  seed = 3 (default 0)" in dry.stdout
+
+
+def test_report_prints_the_last_builds_summary(built):
+    result = dataflow("report", "--out", str(built))
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].split() == ["node", "status", "rows", "in", "rows", "out", "rejected",
+                                                    "seconds", "why", "built"]
+    assert any(line.startswith("deduped ") for line in result.stdout.splitlines())
+    wrong = dataflow("report", "--format", "pdf", "--out", str(built))
+    assert wrong.returncode == 1 and "--format pdf: no such choice; choose one of summary" in wrong.stderr

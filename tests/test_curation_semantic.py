@@ -70,7 +70,7 @@ def test_semantic_dedup_does_not_depend_on_row_order(builder, tmp_path):
 
 
 def test_clustering_finds_the_same_pairs_as_all_pairs():
-    from dataflow.operators.semantic import embed, similar_pairs
+    from dataflow.operators.curation.semantic import embed, similar_pairs
 
     vectors = embed([r["text"] for r in descriptions(120)])
     pairs, _ = similar_pairs(vectors, 0.9, probes=2)

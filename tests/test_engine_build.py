@@ -183,8 +183,6 @@ def test_manifest_and_dataset_card(builder):
 
 
 def test_params_override_from_command_line(tmp_path):
-    from dataflow.pipeline import set_overrides
-
     file = tmp_path / "p.py"
     file.write_text("from dataflow import Pipeline\np = Pipeline('x')\nn = p.param('n', 10)\n"
                     "flag = p.param('flag', False)\np.output('o', p.from_rows([{'a': 1}]).limit(n))\n")
@@ -194,7 +192,6 @@ def test_params_override_from_command_line(tmp_path):
         load_pipeline(file, {"m": "1"})
     with pytest.raises(DataflowError, match="not a valid int"):
         load_pipeline(file, {"n": "many"})
-    set_overrides({})
 
 
 def test_empty_input_builds_empty_outputs(builder):

@@ -7,7 +7,8 @@ import json
 import polars as pl
 import pytest
 
-from dataflow import Pipeline, jsonl
+from dataflow import Pipeline
+from dataflow.operators.core import jsonl
 
 RECORDS = [{"text": f"row {i}", "score": i if i % 3 else i + 0.5} | ({"extra": [i]} if i > 40 else {})
            for i in range(1, 61)]

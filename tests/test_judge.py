@@ -11,9 +11,10 @@ import pytest
 
 from dataflow import Pipeline
 from dataflow.llm.client import unload_backends
-from dataflow.llm.spec import register_backend
+from dataflow.llm import register_backend
 from dataflow.llm.types import Completion, Response
-from dataflow.operators.judge import JudgeScore, PairwiseJudge, parse_score
+from dataflow.operators import JudgeScore, PairwiseJudge
+from dataflow.operators.judging.score import parse_score
 
 
 class ScriptedJudge:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import multiprocessing
 from collections import Counter
+from dataclasses import dataclass
 
+import polars as pl
 import pytest
 
 from dataflow import Pipeline
 from dataflow.errors import CompileError, DataflowError
 from dataflow.llm.cache import RequestCache, sample_key
 from dataflow.llm.client import LLMClient, unload_backends
-from dataflow.llm.spec import parse_spec, register_backend, spec_problems
+from dataflow.llm import parse_spec, register_backend, spec_problems
 from dataflow.llm.types import Completion, Request, Response, Sampling
-from dataflow.operators import BestOfK, Generate, StructuredGenerate
+from dataflow.operator import Rejection, identity_field
+from dataflow.operators import BestOfK, Generate, LLMOperator, StructuredGenerate
 
 
 class FakeBackend:
@@ -286,3 +289,40 @@ def test_spec_parsing():
     assert (spec.target, spec.model, spec.option("concurrency", 16)) == ("https://api.example.com/v1", "gpt-x", 4)
     assert parse_spec("hf:/models/x?threads=2").option("threads", 1) == 2
     assert spec_problems("vllm:/nowhere")[0].startswith("model spec 'vllm:/nowhere': no model at /nowhere")
+
+
+@dataclass(frozen=True)
+class Exclaim(LLMOperator):
+    """A new LLM operator in two methods, as ARCHITECTURE.md says: what a row asks, what a reply means."""
+
+    model: str = identity_field("fake:m")
+
+    def model_specs(self):
+        return (self.model,)
+
+    def required_columns(self):
+        return {"q": str}
+
+    def generated_columns(self):
+        return {"exclaimed": pl.String(), "attempt": pl.Int64()}
+
+    def messages(self, row):
+        return (("user", row["q"]),)
+
+    def parse(self, reply, row):
+        if not reply.text.endswith("!"):
+            raise Rejection("not_excited", reply.text)
+        return {"exclaimed": reply.text, "attempt": reply.attempt}
+
+
+def test_a_new_llm_operator_gets_cache_retries_and_rejects_from_the_base(builder):
+    FakeBackend.script = {"a": ["yes!"], "b": ["no", "fine!"], "c": ["never"], "d": ["FAIL"]}
+    report = build_one(builder, Exclaim(max_attempts=2), [{"q": q} for q in "abcd"])
+    out = builder.output("out").sort("id")
+    assert out.select("q", "exclaimed", "attempt").rows() == [("a", "yes!", 0), ("b", "fine!", 1)]
+    assert builder.rejects("gen").select("id", "reason", "detail").rows() == [
+        ("rows-3", "not_excited", "never"), ("rows-4", "llm_error", "HTTP 503: overloaded")]
+    assert node_metrics(report)["llm_calls"] == 4 + 2  # the first asks, then one retry each for b and c
+    again = build_one(builder, Exclaim(max_attempts=2), [{"q": q} for q in "abcd"])
+    assert builder.status(again)["gen"] == "built"  # the failed request is retried, the rest from the cache
+    assert node_metrics(again)["llm_calls"] == 1 and node_metrics(again)["cache_hits"] == 5

@@ -12,7 +12,7 @@ from dataflow import Pipeline
 from dataflow.errors import DataflowError
 from dataflow.llm.cache import RequestCache
 from dataflow.llm.client import LLMClient, unload_backends
-from dataflow.llm.spec import open_backend, spec_problems
+from dataflow.llm import open_backend, spec_problems
 from dataflow.llm.types import Request, Sampling
 from dataflow.operators import Generate
 

@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 from dataflow import Pipeline  # noqa: E402
 from dataflow.llm.client import unload_backends  # noqa: E402
 from dataflow.llm.convert import ensure_default_model  # noqa: E402
-from dataflow.llm.spec import open_backend  # noqa: E402
+from dataflow.llm import open_backend  # noqa: E402
 from dataflow.llm.types import Request, Sampling  # noqa: E402
 from dataflow.operators import BestOfK  # noqa: E402
 

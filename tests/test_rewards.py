@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dataflow import Pipeline
-from dataflow.operators.sandbox import Limits, run_python
-from dataflow.operators.verify import CodeVerify, FunctionReward, JsonSchemaVerify, MathVerify, MatchVerify
+from dataflow.operators.rewards.sandbox import Limits, run_python
+from dataflow.operators import CodeVerify, FunctionReward, JsonSchemaVerify, MatchVerify, MathVerify
 
 LIMITS = Limits(wall_seconds=5, cpu_seconds=3, memory_mb=256)
 

@@ -8,9 +8,8 @@ import polars as pl
 import pytest
 
 from dataflow import Pipeline
-from dataflow.operators.grpo import PassRate, learnable_band
-from dataflow.operators.pairs import PreferencePairs
-from dataflow.operators.select import BalancedSample, SelectBest, PyramidSample
+from dataflow.operators import (BalancedSample, PassRate, PreferencePairs, PyramidSample, SelectBest,
+                                learnable_band)
 from dataflow.schemas import get_schema
 
 CANDIDATES = [
@@ -107,7 +106,7 @@ def test_pass_rate_and_learnable_band(builder):
 
 
 def test_pairs_from_pairwise_verdicts(builder):
-    from dataflow.operators.pairs import VerdictPairs
+    from dataflow.operators import VerdictPairs
 
     rows = [{"prompt": "2+2?", "response_a": "4", "response_b": "5", "verdict": "a", "ca": "c1", "cb": "c2"},
             {"prompt": "Sky?", "response_a": "green", "response_b": "blue", "verdict": "b", "ca": "c3", "cb": "c4"},

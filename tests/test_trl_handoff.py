@@ -7,8 +7,7 @@ import polars as pl
 import pytest
 
 from dataflow import Pipeline
-from dataflow.operators.grpo import PassRate, learnable_band
-from dataflow.operators.pairs import PreferencePairs
+from dataflow.operators import PassRate, PreferencePairs, learnable_band
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")

@@ -5,15 +5,19 @@ OpenAI-compatible servers, with a persistent request cache shared by every pipel
     client = LLMClient("local")   # or "hf:PATH", "vllm:PATH", "openai:http://host:8000/v1#model"
     [response] = client.generate([Request((("user", "Hi!"),), Sampling(max_tokens=32, n=2, seed=0))])
 
-Model specs are described in :mod:`dataflow.llm.spec`; the cache in :mod:`dataflow.llm.cache`
+Model specs are parsed in :mod:`dataflow.llm.spec` and checked, named and loaded by the backend
+registry in :mod:`dataflow.llm.backends`; the cache is in :mod:`dataflow.llm.cache`
 (``$DATAFLOW_LLM_CACHE``); the embedded default model in :mod:`dataflow.llm.convert`
-(``$DATAFLOW_MODELS_DIR``). Pipelines use the operators in ``dataflow.operators.generate``.
+(``$DATAFLOW_MODELS_DIR``). Pipelines use the operators in ``dataflow.operators.generation``.
 """
 
+from dataflow.llm.backends import (Backend, BackendType, model_identity, open_backend, register_backend, resolve_spec,
+                                   spec_problems)
 from dataflow.llm.cache import RequestCache, cache_path
 from dataflow.llm.client import LLMClient, unload_backends
-from dataflow.llm.spec import ModelSpec, SpecError, model_identity, parse_spec, register_backend, spec_problems
+from dataflow.llm.spec import ModelSpec, SpecError, parse_spec
 from dataflow.llm.types import Completion, Request, Response, Sampling
 
-__all__ = ["Completion", "LLMClient", "ModelSpec", "Request", "RequestCache", "Response", "Sampling", "SpecError",
-           "cache_path", "model_identity", "parse_spec", "register_backend", "spec_problems", "unload_backends"]
+__all__ = ["Backend", "BackendType", "Completion", "LLMClient", "ModelSpec", "Request", "RequestCache", "Response",
+           "Sampling", "SpecError", "cache_path", "model_identity", "open_backend", "parse_spec", "register_backend",
+           "resolve_spec", "spec_problems", "unload_backends"]

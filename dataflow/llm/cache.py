@@ -89,12 +89,6 @@ class RequestCache:
                 self.db.execute("rollback")
                 raise
 
-    def failure_count(self, model: str | None = None) -> int:
-        sql, args = ("select count(*) from failures where model = ?", (model,)) if model else \
-            ("select count(*) from failures", ())
-        with self._lock:
-            return self.db.execute(sql, args).fetchone()[0]
-
     def retry_generation(self, scope: str) -> int:
         with self._lock:
             row = self.db.execute("select generation from retry_generations where scope = ?", (scope,)).fetchone()

@@ -9,34 +9,36 @@ loads only when a request misses the cache, so a warm rebuild never loads it.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from dataflow.errors import DataflowError
+from dataflow.llm.backends import Backend, model_identity, open_backend
+from dataflow.llm.backends.registry import as_spec
 from dataflow.llm.cache import RequestCache, sample_key, shared_cache
-from dataflow.llm.spec import model_identity, open_backend, parse_spec
+from dataflow.llm.spec import ModelSpec
 from dataflow.llm.types import Request, Response
 
-_loaded: dict[str, Any] = {}  # backends loaded in this process, by spec: a model loads once per build
+_loaded: dict[str, Backend] = {}  # backends loaded in this process, by spec: a model loads once per build
 
 
 class LLMClient:
-    def __init__(self, model: str, node: str = "llm", cache: RequestCache | None = None,
+    def __init__(self, model: str | ModelSpec, node: str = "llm", cache: RequestCache | None = None,
                  count: Callable[[str, int], None] | None = None, log: Callable[[str], None] = print):
-        self.model, self.node, self.log = model, node, log
-        self.spec = parse_spec(model)
-        self.identity = model_identity(model)
+        self.spec = as_spec(model)
+        self.model, self.node, self.log = self.spec.text, node, log
+        self.identity = model_identity(self.spec)
         self.cache = cache or shared_cache()
         self.count = count or (lambda metric, amount: None)
-        self._backend: Any = None
+        self._backend: Backend | None = None
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> Backend:
         if self._backend is None and self.model in _loaded:
             self._backend = _loaded[self.model]
         if self._backend is None:
             started = time.perf_counter()
             try:
-                self._backend = open_backend(self.model, self.log)
+                self._backend = open_backend(self.spec)
             except DataflowError as exc:
                 raise DataflowError(f"node '{self.node}': {exc}") from exc
             except (OSError, ValueError, ImportError) as exc:

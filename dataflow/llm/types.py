@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters of a chat request. ``n`` completions share the prompt (prefix sharing);
-    completion ``k`` is reproducible from (``seed``, ``k``). ``json_schema`` is JSON text."""
+@dataclass(frozen=True, kw_only=True)
+class SamplingParameters:
+    """How each completion is sampled; an LLM operator's sampling fields are these."""
 
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int = 0
+
+
+def sampling_parameters(source: Any) -> dict[str, Any]:
+    """The sampling parameters of ``source`` (an LLM operator, a Sampling), by name."""
+    return {f.name: getattr(source, f.name) for f in fields(SamplingParameters)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampling(SamplingParameters):
+    """Sampling parameters of a chat request. ``n`` completions share the prompt (prefix sharing);
+    completion ``k`` is reproducible from (``seed``, ``k``). ``json_schema`` is JSON text."""
+
     n: int = 1
     json_schema: str | None = None
 

@@ -1,0 +1,204 @@
+"""The OpenAI-compatible HTTP backend (vLLM/SGLang/llama.cpp servers, hosted APIs).
+
+Requests run concurrently (``concurrency``, default 16) on one asyncio loop per chunk. 429, 5xx,
+timeouts, connection errors and malformed bodies are retried up to ``retries`` times with
+exponential backoff and full jitter, waiting what ``Retry-After`` asks when the server says.
+Other statuses fail the request at once (the next build retries it). ``n`` samples are asked
+in one request; a server that returns fewer choices gets one request per sample from then on
+(``n=0`` in the spec forces that). The API key is read from ``$OPENAI_API_KEY`` (or the variable
+named by ``api_key_env``) and is scrubbed from every error message; it is never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import time
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlparse
+
+from dataflow.errors import DataflowError
+from dataflow.llm.backends.registry import register_backend, with_identity_options
+from dataflow.llm.spec import ModelSpec, SpecError
+from dataflow.llm.types import Completion, Request, Response, sample_seed
+
+RETRIED_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_WAIT_S = 120.0
+
+
+class OpenAIBackend:
+    def __init__(self, spec: ModelSpec):
+        self.url, self.model = spec.target, spec.model
+        self.concurrency = spec.option("concurrency", 16)
+        self.timeout = spec.option("timeout", 120.0)
+        self.retries = spec.option("retries", 6)
+        self.use_n = spec.option("n", 1) != 0
+        self.chunk_size = spec.option("chunk", 256)
+        self.key_env = spec.option("api_key_env", "OPENAI_API_KEY")
+        self.backoff_s, self.backoff_cap_s = spec.option("backoff", 0.5), 30.0
+
+    # -- secrets ---------------------------------------------------------------------------
+    def _key(self) -> str | None:
+        return os.environ.get(self.key_env) or None
+
+    def _headers(self) -> dict[str, str]:
+        key = self._key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _scrub(self, text: str) -> str:
+        key = self._key()
+        return text.replace(key, "***") if key else text
+
+    # -- client interface ------------------------------------------------------------------
+    def prepare(self, node: str, requests: list[Request], labels: list[str]) -> None:
+        """Fail before the first request if the server is unreachable, rejects the key, or
+        does not serve the model."""
+        import httpx
+
+        where = f"node '{node}': the OpenAI-compatible server at {self.url}"
+        try:
+            reply = httpx.get(f"{self.url}/models", headers=self._headers(), timeout=min(10.0, self.timeout))
+        except httpx.HTTPError as exc:
+            raise DataflowError(f"{where} cannot be reached ({type(exc).__name__}: {self._scrub(str(exc))}); "
+                                f"start the server or fix the URL in the model spec") from None
+        if reply.status_code in (401, 403):
+            raise DataflowError(f"{where} refused the API key (HTTP {reply.status_code}); set ${self.key_env} "
+                                f"to a valid key")
+        if reply.status_code != 200:
+            return  # a server without /models: requests will tell
+        try:
+            served = [m["id"] for m in reply.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if served and self.model not in served:
+            raise DataflowError(f"{where} serves {served}, not '{self.model}'; fix the #MODEL part of the spec")
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        return asyncio.run(self._generate_all(requests))
+
+    async def _generate_all(self, requests: list[Request]) -> list[Response]:
+        import httpx
+
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as http:
+            return list(await asyncio.gather(*(self._one(http, gate, r) for r in requests)))
+
+    async def _one(self, http, gate, request: Request) -> Response:
+        n = request.sampling.n
+        if n == 1 or self.use_n:
+            response = await self._call(http, gate, request, n, request.sampling.seed)
+            if not response.ok or len(response.completions) == n:
+                return response
+            self.use_n = False  # the server ignores n: ask for each sample separately
+        parts = await asyncio.gather(*(self._call(http, gate, request, 1, sample_seed(request.sampling.seed, k) % (1 << 31))
+                                       for k in range(n)))
+        failed = next((p for p in parts if not p.ok), None)
+        if failed:
+            return failed
+        return Response([p.completions[0] for p in parts], parts[0].tokens_in,
+                        usage_out=sum(p.usage_out or 0 for p in parts))
+
+    def _body(self, request: Request, n: int, seed: int) -> dict[str, Any]:
+        s = request.sampling
+        body: dict[str, Any] = {"model": self.model, "messages": request.chat(), "temperature": s.temperature,
+                                "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
+        if n > 1:
+            body["n"] = n
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.json_schema:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": json.loads(s.json_schema), "strict": True}}
+        return body
+
+    async def _call(self, http, gate, request: Request, n: int, seed: int) -> Response:
+        import httpx
+
+        body, problem = self._body(request, n, seed), ""
+        for attempt in range(self.retries + 1):
+            wait = None
+            async with gate:
+                try:
+                    reply = await http.post(f"{self.url}/chat/completions", json=body, headers=self._headers())
+                except httpx.TimeoutException:
+                    problem = f"timeout after {self.timeout:g}s"
+                except httpx.TransportError as exc:
+                    problem = f"connection error ({type(exc).__name__})"
+                else:
+                    if reply.status_code == 200:
+                        try:
+                            return _parse(reply.json())
+                        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                            problem = f"malformed response body ({type(exc).__name__}: {exc}): {reply.text[:200]!r}"
+                    else:
+                        problem = f"HTTP {reply.status_code}: {reply.text[:300]}"
+                        if reply.status_code not in RETRIED_STATUS:
+                            return Response(error=self._scrub(problem))
+                        wait = retry_after(reply.headers.get("retry-after"))
+            if attempt == self.retries:
+                break
+            if wait is None:
+                wait = random.uniform(0, min(self.backoff_cap_s, self.backoff_s * 2 ** attempt))
+            else:
+                wait += random.uniform(0, 0.1 * wait + 0.05)
+            await asyncio.sleep(wait)
+        return Response(error=self._scrub(f"{problem} (gave up after {self.retries + 1} attempts)"))
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(MAX_WAIT_S, max(0.0, seconds))
+
+
+def _parse(data: dict) -> Response:
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+    if not choices:
+        raise ValueError("no choices")
+    completions = []
+    for choice in choices:
+        text = choice["message"]["content"]
+        if not isinstance(text, str):
+            raise TypeError(f"message.content is {type(text).__name__}, not a string")
+        completions.append(Completion(text, "length" if choice.get("finish_reason") == "length" else "stop"))
+    usage = data.get("usage") or {}
+    if len(completions) == 1 and usage.get("completion_tokens") is not None:
+        completions[0].tokens_out = usage["completion_tokens"]
+    return Response(completions, usage.get("prompt_tokens"), usage_out=usage.get("completion_tokens"))
+
+
+def _read_target(spec: ModelSpec) -> ModelSpec:
+    parsed = urlparse(spec.target)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or not spec.model:
+        raise SpecError(f"model spec {spec.text!r}: write openai:BASE_URL#MODEL, e.g. "
+                        f"openai:http://127.0.0.1:8000/v1#my-model")
+    return replace(spec, target=spec.target.rstrip("/"))
+
+
+def _problems(spec: ModelSpec) -> list[str]:
+    env = spec.options.get("api_key_env")
+    if env and not os.environ.get(env):
+        return [f"model spec {spec.text!r}: the API key variable ${env} is not set; export it"]
+    return []
+
+
+def _identity(spec: ModelSpec) -> str:
+    return with_identity_options(f"openai:{spec.target}#{spec.model}", spec)
+
+
+register_backend("openai", OpenAIBackend, _identity,
+                 options=frozenset({"concurrency", "timeout", "retries", "backoff", "api_key_env", "n", "chunk"}),
+                 read_target=_read_target, problems=_problems)

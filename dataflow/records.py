@@ -1,0 +1,187 @@
+"""What a build recorded, in one place: node plans and stats, each stored node's ``meta.json``, the
+manifest of a build (nodes, outputs with their record schema, parameters, versions) and the run
+history. The executors, the catalog, the CLI, the reports and the training command read and write
+build records only through this module.
+
+Files, under ``<out>/``: ``manifest.json`` (the latest build), ``.dataflow/builds/<pipeline>.json``
+(the latest build of each pipeline, for "why is this rebuilt"), ``.dataflow/runs.jsonl`` (one line
+per build attempt), ``.dataflow/cache/<fingerprint>/meta.json`` (one per stored node).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.store import DATA, META, REJECTS, Store, now
+
+MANIFEST = "manifest.json"
+RUNS = "runs.jsonl"
+
+
+@dataclass
+class NodePlan:
+    """What a build will do with a node, decided before it runs."""
+
+    name: str
+    fingerprint: str
+    components: dict[str, Any]  # what the fingerprint hashes, kept to explain later rebuilds
+    shown_params: dict[str, str]  # short readable parameter values, for "why" messages
+    cached: bool
+    reason: str  # why it is built ("" when cached)
+
+
+@dataclass
+class NodeStats:
+    """What a build did with a node."""
+
+    name: str
+    op: str
+    status: str  # "built", "cached" or "view" (a filter stored as its rejects)
+    fingerprint: str
+    rows_in: int | None
+    rows_out: int
+    rejected: int
+    seconds: float
+    reason: str = ""
+    schema: dict[str, str] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # what the operator reported via Context
+
+
+@dataclass
+class BuildReport:
+    stats: list[NodeStats]
+    outputs_written: list[str]
+    seconds: float
+
+    @property
+    def nothing_done(self) -> bool:
+        return all(s.status == "cached" for s in self.stats) and not self.outputs_written
+
+
+# -- stored nodes ---------------------------------------------------------------------------
+def write_node_meta(directory: Path, stats: NodeStats, view_of: str | None, reject_constants: dict[str, Any]) -> None:
+    """Write a finished node's ``meta.json`` into its (temporary) directory."""
+    meta = {"node": stats.name, "op": stats.op, "fingerprint": stats.fingerprint, "view_of": view_of,
+            "rows_in": stats.rows_in, "rows": stats.rows_out, "rejected": stats.rejected, "schema": stats.schema,
+            "metrics": stats.metrics, "seconds": round(stats.seconds, 3), "built_at": now()}
+    if reject_constants:
+        meta["reject_constants"] = reject_constants  # rejects' columns that hold one value (a filter's)
+    (directory / META).write_text(json.dumps(meta, indent=1))
+
+
+def read_node_meta(entry: Path) -> dict[str, Any]:
+    return json.loads((entry / META).read_text())
+
+
+def cached_stats(store: Store, name: str, fingerprint: str) -> NodeStats:
+    """The stats of a node found in the store, as its build recorded them."""
+    meta = read_node_meta(store.entry(fingerprint))
+    return NodeStats(name, meta["op"], "cached", fingerprint, meta.get("rows_in"), meta["rows"], meta["rejected"],
+                     0.0, schema=meta["schema"], metrics=meta.get("metrics", {}))
+
+
+def node_rows(store: Store, fingerprint: str) -> pl.LazyFrame:
+    """The rows of a stored node (a view's are its input's rows minus its rejects)."""
+    entry = store.entry(fingerprint)
+    view_of = read_node_meta(entry).get("view_of")
+    if view_of:
+        rejected = pl.scan_parquet(entry / REJECTS).select("id")
+        return node_rows(store, view_of).join(rejected, on="id", how="anti", maintain_order="left")
+    return pl.scan_parquet(entry / DATA)
+
+
+def reject_constants(entry: Path) -> dict[str, Any]:
+    """The rejects' columns a node stored once in its meta.json instead of per row."""
+    return read_node_meta(entry).get("reject_constants", {})
+
+
+# -- builds ---------------------------------------------------------------------------------
+def manifest_stats(manifest: dict[str, Any]) -> list[NodeStats]:
+    """The stats of every node of the build a manifest records, in build order."""
+    names = {f.name for f in fields(NodeStats)}
+    return [NodeStats(**{k: v for k, v in node.items() if k in names}) for node in manifest["nodes"].values()]
+
+
+def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]], outputs: dict[str, dict[str, Any]],
+                   report: BuildReport, started: str) -> None:
+    """Write the manifest of a finished build (``nodes``: each node's stats and plan; ``outputs``:
+    each output's node and record schema)."""
+    manifest = {
+        "pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None),
+        "started": started, "finished": now(), "seconds": round(report.seconds, 3),
+        "params": pipeline.params, "versions": _versions(), "nodes": nodes,
+        "outputs": {name: {**spec, "rows": nodes[spec["node"]]["rows_out"], "path": name}
+                    for name, spec in outputs.items()},
+    }
+    text = json.dumps(manifest, indent=1, default=str)
+    (store.root / "builds").mkdir(parents=True, exist_ok=True)
+    for path in (store.root / "builds" / f"{pipeline.name}.json", store.out / MANIFEST):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def node_record(stats: NodeStats, plan: NodePlan, kind: str, inputs: list[str], store: Store) -> dict[str, Any]:
+    """A node's entry in the manifest."""
+    return {**asdict(stats), "kind": kind, "inputs": inputs,
+            "store": str(store.entry(stats.fingerprint).relative_to(store.out)),
+            "components": plan.components, "params": plan.shown_params}
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    """The manifest of the latest build in ``out``."""
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        raise DataflowError(f"no build found in {out}/ (no manifest.json); run `dataflow build PIPELINE.py"
+                            f" --out {out}` first, or pass --out to point at a build")
+    return json.loads(path.read_text())
+
+
+def previous_manifest(store: Store, pipeline_name: str) -> dict[str, Any] | None:
+    """The manifest of the pipeline's latest build in this store, if any."""
+    path = store.root / "builds" / f"{pipeline_name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def referenced_fingerprints(store: Store) -> set[str]:
+    """The fingerprints of every node the latest build of any pipeline in this store used."""
+    keep: set[str] = set()
+    for manifest in (store.root / "builds").glob("*.json"):
+        keep |= {n["fingerprint"] for n in json.loads(manifest.read_text())["nodes"].values()}
+    return keep
+
+
+def outputs_of(out: Path, schema: str | None = None) -> dict[str, dict[str, Any]]:
+    """The latest build's outputs (name -> node, rows, path, schema), those of one record schema
+    (``sft``, ``preference``, ``prompt``, ...) when ``schema`` is given."""
+    outputs = read_manifest(out)["outputs"]
+    return {name: spec for name, spec in outputs.items() if schema is None or spec.get("schema") == schema}
+
+
+def append_run(store: Store, run: dict[str, Any]) -> None:
+    """Add a build attempt (ok, failed or interrupted) to the run history."""
+    with open(store.root / RUNS, "a") as fh:
+        fh.write(json.dumps(run) + "\n")
+
+
+def runs_path(out: Path) -> Path:
+    return Path(out) / ".dataflow" / RUNS
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("dataflow", "polars", "pyarrow", "duckdb"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found

@@ -1,0 +1,51 @@
+"""The build summary: a table of the nodes (status, rows in and out, rejected, time, why built),
+then the metrics each operator reported, one line per node."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from dataflow.records import NodeStats, manifest_stats
+
+
+def render(manifest: dict[str, Any], stream: TextIO = sys.stdout) -> None:
+    """Print the summary of the build a manifest records: the node table, then the metrics the
+    operators reported, one line per node."""
+    stats = manifest_stats(manifest)
+    _print_table(_rows(stats), stream)
+    for s in stats:
+        if s.metrics:
+            shown = ", ".join(f"{k}={_metric(v)}" for k, v in s.metrics.items())
+            print(f"  {s.name}: {shown}", file=stream)
+
+
+def _rows(stats: list[NodeStats]) -> list[list[str]]:
+    rows = []
+    for s in stats:
+        note = s.reason if s.status != "cached" else ""
+        rows.append([s.name, s.status, "" if s.rows_in is None else f"{s.rows_in:,}", f"{s.rows_out:,}",
+                     f"{s.rejected:,}", f"{s.seconds:.2f}", note])
+    return rows
+
+
+HEADER = ["node", "status", "rows in", "rows out", "rejected", "seconds", "why built"]
+
+
+def _metric(value) -> str:
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _print_table(rows: list[list[str]], stream: TextIO) -> None:
+    if stream.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*HEADER)
+        for row in rows:
+            table.add_row(*row)
+        Console(file=stream).print(table)
+        return
+    widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    for row in [HEADER, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip(), file=stream)

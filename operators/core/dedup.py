@@ -1,0 +1,78 @@
+"""Exact deduplication on one or more columns after text normalization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from dataflow.operator import Context, Kind, Operator, Result
+from dataflow.operators.text import column_text
+
+NORMALIZATIONS = ("nfkc", "case", "punctuation", "whitespace")
+_KEY = "__dataflow_key"
+
+
+def normalized(text: pl.Expr, steps: tuple[str, ...]) -> pl.Expr:
+    """Apply normalization steps (a subset of ``NORMALIZATIONS``) to a string expression."""
+    if "nfkc" in steps:
+        text = text.str.normalize("NFKC")
+    if "case" in steps:
+        text = text.str.to_lowercase()
+    if "punctuation" in steps:
+        text = text.str.replace_all(r"[\p{P}\p{S}]", "")
+    if "whitespace" in steps:
+        text = text.str.replace_all(r"\s+", " ").str.strip_chars()
+    return text
+
+
+@dataclass(frozen=True)
+class ExactDedup(Operator):
+    """Drops rows whose key columns equal an earlier row's after normalization.
+
+    ``normalize`` is ``True`` (all of NFKC, case, punctuation, whitespace), ``False``, or a
+    tuple of those step names. For conversation columns, ``roles`` picks the turns compared
+    (e.g. ``("user",)`` to deduplicate by prompt); by default every turn with its role counts.
+    The first row of each group (input order) survives; the others go to rejects with reason
+    ``duplicate`` and ``{"duplicate_of": <survivor id>}``.
+    """
+
+    columns: tuple[str, ...]
+    normalize: bool | tuple[str, ...] = True
+    roles: tuple[str, ...] = ()
+    kind = Kind.GLOBAL
+
+    def label(self) -> str:
+        return "dedup"
+
+    def check(self) -> list[str]:
+        problems = [] if self.columns else ["name at least one column to deduplicate on"]
+        unknown = [s for s in self.steps() if s not in NORMALIZATIONS]
+        if unknown:
+            problems.append(f"unknown normalization step(s) {unknown}; choose from {list(NORMALIZATIONS)}")
+        return problems
+
+    def steps(self) -> tuple[str, ...]:
+        if self.normalize is True:
+            return NORMALIZATIONS
+        return tuple(self.normalize or ())
+
+    def required_columns(self) -> dict[str, Any]:
+        return dict.fromkeys(self.columns)
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        return schema
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        schema = frame.collect_schema()
+        parts = [normalized(column_text(c, schema[c], self.roles), self.steps()) for c in self.columns]
+        keyed = frame.with_columns(pl.concat_str(parts, separator="\x1f").alias(_KEY)).collect()
+        survivor = pl.col("id").first().over(_KEY)
+        marked = keyed.with_columns(survivor.alias("__survivor"))
+        is_dup = pl.col("id") != pl.col("__survivor")
+        rejects = marked.filter(is_dup).select(
+            "id", reason=pl.lit("duplicate"),
+            detail=pl.concat_str(pl.lit('{"duplicate_of": "'), pl.col("__survivor"), pl.lit('"}')),
+        )
+        return Result(marked.filter(~is_dup).drop(_KEY, "__survivor"), rejects)

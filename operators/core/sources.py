@@ -1,0 +1,272 @@
+"""Source operators: JSONL, JSON, Parquet, CSV, Hugging Face datasets and in-memory rows.
+
+Every source gives each row a stable string ``id``: the data's own ``id`` column if it has one
+(it must be unique and non-null), else ``<node>-<n>`` where ``n`` is the 1-based line number in
+a JSONL file and the 1-based record number otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.filehash import file_digest
+from dataflow.operators.core.jsonl import NUMBER, good_lines, read_jsonl, records_to_frame
+from dataflow.operator import Context, Kind, Operator, Result, identity_field, on_error_problems, rejects_frame
+
+SCHEMA_SAMPLE_LINES = 1000
+CSV_TYPE_ROWS = 10_000
+
+
+class Source(Operator):
+    """Base of the source operators: no inputs, a schema known without reading all the data."""
+
+    kind = Kind.SOURCE
+    inputs_count = 0
+
+    def peek_schema(self) -> pl.Schema:
+        """Schema of the rows (without ``id``), read from metadata or the first records."""
+        raise NotImplementedError
+
+    def output_schema(self) -> pl.Schema:
+        schema = self.peek_schema()
+        return pl.Schema({"id": pl.String(), **{k: v for k, v in schema.items() if k != "id"}})
+
+
+@dataclass(frozen=True)
+class FileSource(Source):
+    path: Path = identity_field()  # its content is hashed
+
+    def check(self) -> list[str]:
+        if not Path(self.path).exists():
+            return [f"file not found: {self.path}"]
+        return []
+
+    def fingerprint_extras(self) -> dict[str, Any]:
+        return {"content": file_digest(Path(self.path))}
+
+
+def with_ids(frame: pl.LazyFrame, node: str, where: str, numbers: pl.Expr | None = None) -> pl.LazyFrame:
+    """Put a string ``id`` column first: the data's own ids (checked), or ``<node>-<number>``."""
+    if "id" in frame.collect_schema():
+        frame = frame.with_columns(pl.col("id").cast(pl.String)).select("id", pl.exclude("id"))
+        check_ids(frame.select("id"), where)
+        return frame
+    columns = pl.all()
+    if numbers is None:  # a row index streams; int_range(pl.len()) would hold the whole column
+        row = "__dataflow_row"
+        frame, numbers, columns = frame.with_row_index(row, offset=1), pl.col(row), pl.exclude(row)
+    return frame.select(pl.format(f"{node}-{{}}", numbers).alias("id"), columns)
+
+
+def check_ids(ids: pl.LazyFrame, where: str) -> None:
+    """Fail if data-supplied ids have nulls or duplicates (counted in one streaming pass)."""
+    counts = ids.select(nulls=pl.col("id").null_count(), rows=pl.len(),
+                        distinct=pl.col("id").n_unique()).collect(engine="streaming").row(0, named=True)
+    if counts["nulls"]:
+        raise DataflowError(f"{where}: column 'id' has {counts['nulls']} null value(s); ids must be unique and "
+                            f"non-null. Drop or rename the column to have ids generated.")
+    if counts["distinct"] < counts["rows"]:
+        dups = ids.group_by("id").len().filter(pl.col("len") > 1).head(3).collect()["id"].to_list()
+        raise DataflowError(f"{where}: column 'id' has duplicate values, e.g. {sorted(dups)}; ids must be "
+                            f"unique. Drop or rename the column to have ids generated.")
+
+
+@dataclass(frozen=True)
+class ReadJsonl(FileSource):
+    """Reads a JSON Lines file. ``on_error='reject'`` sends malformed lines to rejects."""
+
+    on_error: str = "raise"
+
+    def label(self) -> str:
+        return Path(self.path).stem
+
+    def check(self) -> list[str]:
+        return super().check() + on_error_problems(self.on_error)
+
+    def peek_schema(self) -> pl.Schema:
+        chunks, _ = good_lines(Path(self.path), str(self.path), "reject", "", limit=SCHEMA_SAMPLE_LINES)
+        frames = list(chunks)
+        if not frames:
+            raise ValueError(f"{self.path} has no valid JSON records in its first lines")
+        return pl.concat(frames, how="diagonal_relaxed").drop(NUMBER).schema
+
+    def apply(self, ctx: Context) -> Result:
+        where = str(self.path)
+        frame, rejects = read_jsonl(Path(self.path), where, self.on_error, ctx.node, ctx.scratch())
+        lazy = with_ids(frame, ctx.node, where, pl.col(NUMBER)).drop(NUMBER)
+        return Result(lazy, rejects_frame(rejects))
+
+
+@dataclass(frozen=True)
+class ReadJson(FileSource):
+    """Reads a JSON file holding an array of objects."""
+
+    def label(self) -> str:
+        return Path(self.path).stem
+
+    def _records(self, node: str) -> pl.DataFrame:
+        try:
+            value = json.loads(Path(self.path).read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataflowError(f"{self.path}: not valid JSON: {exc}") from exc
+        if not isinstance(value, list):
+            raise DataflowError(f"{self.path}: expected a JSON array of objects, got {type(value).__name__}")
+        for i, record in enumerate(value, 1):
+            if not isinstance(record, dict):
+                raise DataflowError(f"{self.path} record {i}: expected an object, got {type(record).__name__}")
+        frame, _ = records_to_frame(list(enumerate(value, 1)), str(self.path), "record", "raise", node)
+        return frame
+
+    def peek_schema(self) -> pl.Schema:
+        return self._records("").drop(NUMBER).schema
+
+    def apply(self, ctx: Context) -> Result:
+        frame = with_ids(self._records(ctx.node).lazy(), ctx.node, str(self.path), pl.col(NUMBER)).drop(NUMBER)
+        return Result(frame)
+
+
+@dataclass(frozen=True)
+class ReadParquet(FileSource):
+    """Reads a Parquet file (streamed; only the footer is read at compile time)."""
+
+    def label(self) -> str:
+        return Path(self.path).stem
+
+    def peek_schema(self) -> pl.Schema:
+        return pl.scan_parquet(self.path).collect_schema()
+
+    def apply(self, ctx: Context) -> Result:
+        frame = with_ids(pl.scan_parquet(self.path), ctx.node, str(self.path))
+        return Result(frame)
+
+
+@dataclass(frozen=True)
+class ReadCsv(FileSource):
+    """Reads a CSV file with a header row, streamed. Column types come from the first
+    ``CSV_TYPE_ROWS`` rows, or every column is text with ``infer_types=False``."""
+
+    separator: str = ","
+    infer_types: bool = True
+
+    def label(self) -> str:
+        return Path(self.path).stem
+
+    def _scan(self, infer_types: bool) -> pl.LazyFrame:
+        return pl.scan_csv(self.path, separator=self.separator, infer_schema=infer_types,
+                           infer_schema_length=CSV_TYPE_ROWS)
+
+    def peek_schema(self) -> pl.Schema:
+        return self._scan(self.infer_types).collect_schema()
+
+    def apply(self, ctx: Context) -> Result:
+        scan = self._scan(self.infer_types)
+        try:  # one streaming pass that parses every field, so a bad value fails here, named
+            scan.select(pl.all().null_count()).collect(engine="streaming")
+        except pl.exceptions.PolarsError as exc:
+            raise DataflowError(self._explain(exc)) from exc
+        return Result(with_ids(scan, ctx.node, str(self.path)))
+
+    def _explain(self, error: pl.exceptions.PolarsError) -> str:
+        """Name the first line that is not UTF-8, or row whose value does not fit its column's type;
+        else polars' own message."""
+        reason = f"{self.path}: cannot read as CSV: {str(error).splitlines()[0]}"
+        if (line := first_line_not_utf8(Path(self.path))) is not None:
+            return f"{self.path} line {line}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv)."
+        try:
+            text = self._scan(False).with_row_index("__row", offset=1)
+            for name, dtype in self.peek_schema().items():
+                if dtype == pl.String:
+                    continue
+                misfit = pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null()
+                bad = text.filter(misfit).select("__row", name).head(1).collect(engine="streaming")
+                if bad.height:
+                    row, value = bad.row(0)
+                    return (f"{self.path} row {row}, column '{name}': {value!r} is not "
+                            f"{dtype}, the type its first {CSV_TYPE_ROWS:,} rows have. Pass "
+                            f"infer_types=False to read_csv to read every column as text, and cast it "
+                            f"in a later node.")
+        except pl.exceptions.PolarsError:
+            pass  # not readable even as text: polars' own message says why
+        return reason
+
+
+def first_line_not_utf8(path: Path) -> int | None:
+    """The 1-based number of the first line that is not valid UTF-8, or None."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+@dataclass(frozen=True)
+class ReadHF(Source):
+    """Reads a Hugging Face ``datasets.Dataset``, or a dataset saved with ``save_to_disk``."""
+
+    dataset: Any = identity_field()  # its content or datasets fingerprint is hashed
+    split: str | None = None
+
+    def label(self) -> str:
+        return "dataset"
+
+    def check(self) -> list[str]:
+        if isinstance(self.dataset, (str, Path)) and not Path(self.dataset).is_dir():
+            return [f"saved dataset directory not found: {self.dataset}"]
+        return []
+
+    def _load(self):
+        import datasets
+
+        ds = self.dataset
+        if isinstance(ds, (str, Path)):
+            ds = datasets.load_from_disk(str(ds))
+        if isinstance(ds, datasets.DatasetDict):
+            if self.split not in ds:
+                raise DataflowError(f"dataset has splits {list(ds)}; pass split=... to pick one")
+            ds = ds[self.split]
+        return ds
+
+    def fingerprint_extras(self) -> dict[str, Any]:
+        if isinstance(self.dataset, (str, Path)):
+            return {"content": file_digest(Path(self.dataset))}
+        return {"dataset": self._load()._fingerprint}
+
+    def peek_schema(self) -> pl.Schema:
+        ds = self._load()
+        return pl.from_arrow(ds.data.table.slice(0, 0)).schema
+
+    def apply(self, ctx: Context) -> Result:
+        ds = self._load()
+        if ds._indices is not None:
+            ds = ds.flatten_indices()
+        frame = with_ids(pl.from_arrow(ds.data.table).lazy(), ctx.node, "dataset")
+        return Result(frame)
+
+
+@dataclass(frozen=True)
+class FromRows(Source):
+    """In-memory rows: a list of dicts."""
+
+    rows: tuple[dict, ...]
+
+    def label(self) -> str:
+        return "rows"
+
+    def _frame(self) -> pl.DataFrame:
+        frame, _ = records_to_frame(list(enumerate(self.rows, 1)), "from_rows", "row", "raise", "")
+        return frame
+
+    def peek_schema(self) -> pl.Schema:
+        return self._frame().drop(NUMBER).schema
+
+    def apply(self, ctx: Context) -> Result:
+        frame = with_ids(self._frame().lazy(), ctx.node, "rows", pl.col(NUMBER)).drop(NUMBER)
+        return Result(frame)

@@ -1,0 +1,15 @@
+"""The curation family: near-duplicate removal, decontamination, heuristic measures, language id,
+fastText quality and diversity metrics."""
+
+from dataflow.operators.curation.decontaminate import Decontaminate
+from dataflow.operators.curation.diversity import DiversityMetrics
+from dataflow.operators.curation.heuristics import (CharacterMeasures, LengthMeasures, RefusalMeasures,
+                                                    RepetitionMeasures, StopWordMeasures)
+from dataflow.operators.curation.language import LanguageId
+from dataflow.operators.curation.minhash import MinHashDedup
+from dataflow.operators.curation.quality import FastTextQuality
+from dataflow.operators.curation.semantic import SemanticDedup
+
+__all__ = ["CharacterMeasures", "Decontaminate", "DiversityMetrics", "FastTextQuality", "LanguageId",
+           "LengthMeasures", "MinHashDedup", "RefusalMeasures", "RepetitionMeasures", "SemanticDedup",
+           "StopWordMeasures"]

@@ -1,0 +1,171 @@
+"""Decontamination: drop rows sharing a word n-gram (default 13) with an evaluation set.
+
+    clean = pairs.apply(Decontaminate(columns=("prompt", "response"),
+                                      eval_sets=("evals/gsm8k_test.jsonl", "evals/mmlu.parquet")))
+
+Text is compared after lower-casing, NFKC, and turning punctuation into spaces; words are the
+whitespace-separated tokens. An eval item shorter than ``ngram`` words is matched whole (its full
+word sequence must occur in the row). Eval files: ``.jsonl``, ``.json``, ``.parquet``, ``.csv``
+(the string columns named in ``eval_columns``, or every string column) or ``.txt`` (one item per
+line). Relative paths resolve against the pipeline file's directory; the files' content is part of the
+node fingerprint, so editing an eval set rebuilds the node.
+
+A contaminated row goes to rejects (reason ``contaminated``) with the eval set, the column and the
+first matching n-gram in its detail; the score is the share of the row's ``ngram``-grams found in eval
+sets (0 for a row caught only by a short item matched whole).
+Per eval set, the count of contaminated rows is a node metric (``contaminated_<set>``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.filehash import file_digest
+from dataflow.operator import Context, Kind, Operator, Result
+from dataflow.operators.text import column_text, prepared_texts, shingle_hashes, token_hashes
+
+EVAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+_SEED = 11
+
+
+def comparable(texts: pl.Series) -> pl.Series:
+    """Texts as compared: punctuation and symbols as spaces, then as MinHash words."""
+    return prepared_texts(texts.fill_null("").str.replace_all(r"[\p{P}\p{S}]", " "), "word")
+
+
+def read_eval_texts(path: Path, columns: tuple[str, ...]) -> list[str]:
+    """Every eval item's text from a file (string columns, or lines of a .txt)."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    readers = {".jsonl": pl.read_ndjson, ".json": pl.read_json, ".parquet": pl.read_parquet, ".csv": pl.read_csv}
+    frame = readers[suffix](path)
+    chosen = list(columns) or [c for c, t in frame.schema.items() if t == pl.String()]
+    missing = [c for c in chosen if c not in frame.columns]
+    if missing:
+        raise DataflowError(f"eval set {path}: column(s) {missing} not found; it has {frame.columns}")
+    return [t for c in chosen for t in frame.get_column(c).cast(pl.String).drop_nulls().to_list()]
+
+
+def ngram_index(texts: list[str], ngram: int) -> dict[int, np.ndarray]:
+    """Sorted n-gram hashes of eval items by n-gram length: ``ngram`` for most items, the item's
+    own word count for shorter ones (matched whole)."""
+    tokens, lengths = token_hashes(comparable(pl.Series(texts, dtype=pl.String)), "word", _SEED)
+    grams, counts = shingle_hashes(tokens, lengths, ngram)
+    size = np.repeat(np.minimum(lengths, ngram), counts)
+    return {int(n): np.unique(grams[size == n]) for n in np.unique(size)}
+
+
+@dataclass(frozen=True)
+class Decontaminate(Operator):
+    """Rejects rows whose ``columns`` share a word ``ngram``-gram with any of ``eval_sets``."""
+
+    columns: tuple[str, ...] = ("text",)
+    eval_sets: tuple[str, ...] = ()
+    ngram: int = 13
+    eval_columns: tuple[str, ...] = ()
+    kind = Kind.GLOBAL
+
+    def label(self) -> str:
+        return "decontaminate"
+
+    def with_base_dir(self, base_dir: Path) -> Decontaminate:
+        return replace(self, eval_sets=tuple(str(base_dir / p) for p in self.eval_sets))
+
+    def required_columns(self) -> dict[str, Any]:
+        return dict.fromkeys(self.columns)
+
+    def check(self) -> list[str]:
+        problems = [] if self.columns else ["name at least one column to check, e.g. columns=('prompt', 'response')"]
+        if not self.eval_sets:
+            problems.append("give at least one eval set file in eval_sets=(...)")
+        for path in self.eval_sets:
+            if not Path(path).is_file():
+                problems.append(f"eval set file not found: {path} (relative paths resolve against the pipeline file's directory)")
+            elif Path(path).suffix.lower() not in EVAL_SUFFIXES:
+                problems.append(f"eval set {path}: use one of {list(EVAL_SUFFIXES)}")
+        if self.ngram < 1:
+            problems.append(f"ngram must be at least 1, not {self.ngram}")
+        names = [self.set_name(p) for p in self.eval_sets]
+        if len(set(names)) != len(names):
+            problems.append(f"eval set files need distinct names (file stems), got {names}")
+        return problems
+
+    @staticmethod
+    def set_name(path: str) -> str:
+        return Path(path).stem
+
+    def fingerprint_extras(self) -> dict[str, Any]:
+        return {"eval_sets": [file_digest(Path(p)) for p in self.eval_sets if Path(p).is_file()]}
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        return schema
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        schema = frame.collect_schema()
+        table = frame.collect()
+        indexes = {self.set_name(p): ngram_index(read_eval_texts(Path(p), self.eval_columns), self.ngram)
+                   for p in self.eval_sets}
+        hit_set = np.full(table.height, -1)
+        hit_column, hit_gram = [None] * table.height, [None] * table.height
+        matched, total = np.zeros(table.height), np.zeros(table.height)
+        for column in self.columns:
+            texts = comparable(table.select(column_text(column, schema[column]).alias("t")).to_series())
+            found = self._scan(texts, indexes)
+            matched += found["matched"]
+            total += found["total"]
+            for row in np.flatnonzero((hit_set < 0) & (found["set"] >= 0)):
+                hit_set[row], hit_column[row] = found["set"][row], column
+                words = [w for w in texts[int(row)].split(" ") if w]
+                start, length = found["position"][row], found["length"][row]
+                hit_gram[row] = " ".join(words[start:start + length])
+        names = list(indexes)
+        contaminated = np.flatnonzero(hit_set >= 0)
+        for index, name in enumerate(names):
+            ctx.count(f"contaminated_{name}", int((hit_set == index).sum()))
+        details = [json.dumps({"eval_set": names[hit_set[i]], "column": hit_column[i], "ngram": hit_gram[i]})
+                   for i in contaminated]
+        rejects = pl.DataFrame({"id": table.get_column("id").gather(contaminated),
+                                "reason": ["contaminated"] * len(contaminated),
+                                "score": matched[contaminated] / np.maximum(total[contaminated], 1),
+                                "detail": pl.Series(details, dtype=pl.String)})
+        keep = np.ones(table.height, dtype=bool)
+        keep[contaminated] = False
+        ctx.progress(table.height)
+        return Result(table.filter(pl.Series(keep)), rejects)
+
+    def _scan(self, texts: pl.Series, indexes: dict[str, dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Per row: first eval set hit (-1 for none), where (word position, length), n-grams matched."""
+        rows = len(texts)
+        tokens, lengths = token_hashes(texts, "word", _SEED)
+        result = {"set": np.full(rows, -1), "position": np.zeros(rows, dtype=np.int64),
+                  "length": np.zeros(rows, dtype=np.int64), "matched": np.zeros(rows), "total": np.zeros(rows)}
+        for n in sorted({n for index in indexes.values() for n in index}, reverse=True):
+            grams, counts = shingle_hashes(tokens, np.where(lengths >= n, lengths, 0), n)
+            owner = np.repeat(np.arange(rows), counts)
+            first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+            if n == self.ngram:
+                result["total"] += counts
+                in_any = np.zeros(len(grams), dtype=bool)
+                for index in indexes.values():
+                    if n in index:
+                        in_any |= np.isin(grams, index[n])
+                result["matched"] += np.bincount(owner[in_any], minlength=rows)
+            for set_index, index in enumerate(indexes.values()):
+                if n not in index:
+                    continue
+                hits = np.flatnonzero(np.isin(grams, index[n]))
+                rows_hit, at = np.unique(owner[hits], return_index=True)
+                new = result["set"][rows_hit] < 0
+                rows_hit, at = rows_hit[new], hits[at[new]]
+                result["set"][rows_hit] = set_index
+                result["position"][rows_hit] = at - first[rows_hit]
+                result["length"][rows_hit] = n
+        return result

@@ -1,0 +1,246 @@
+"""The base of every LLM operator: generation, judging and synthesis steps.
+
+A subclass says what a row asks and what a reply means; the base does the rest:
+
+    @dataclass(frozen=True)
+    class Translate(LLMOperator):
+        text: str = "text"
+        model: str = identity_field("local")
+
+        def model_specs(self): return (self.model,)
+        def required_columns(self): return {self.text: str}
+        def messages(self, row): return (("user", f"Translate into French: {row[self.text]}"),)
+        def parse(self, reply, row): return {"french": reply.text.strip()}   # or raise Rejection
+        def generated_columns(self): return {"french": pl.String()}
+
+What the base owns: the sampling fields and ``max_attempts``; model specs checked at compile time
+(never loading a model) with their identities, not the spec text, in the fingerprint; one client
+per model over the shared request cache (a rebuild makes no model call); a reply that ``parse``
+rejects is asked again with a new seed (at temperature >= 0.7) up to ``max_attempts`` in all, then
+its row is rejected with the reason, never a silent default; a failed request (server error,
+timeout) rejects its row with ``llm_error`` and is retried by the next build (the node's
+fingerprint counts the builds that left failures); progress in rows; the rejects frame.
+
+A row may ask several prompts (``asks``), each wanting several valid replies from each model, and
+may give several output rows (``rows``): a candidate per sample, a verdict from two orders.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+
+from dataflow.fingerprint import digest, qualified_name
+from dataflow.llm import LLMClient, ModelSpec, Request, Sampling, model_identity, resolve_spec, spec_problems
+from dataflow.llm.cache import shared_cache
+from dataflow.llm.types import SamplingParameters, sample_seed, sampling_parameters
+from dataflow.operator import Context, Kind, Operator, Rejection, Result, fingerprint_parameters, rejects_frame
+
+FAILED_REASON = "llm_error"
+RETRY_TEMPERATURE = 0.7  # the least temperature of a retry: a new seed at temperature 0 repeats the reply
+_SOURCE = "__dataflow_source"
+
+Messages = tuple[tuple[str, str], ...]  # (role, content) turns
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One prompt of a row: its messages, how many valid replies it wants from each model, and its
+    temperature when it is not the operator's."""
+
+    messages: Messages
+    n: int = 1
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One completion, as ``parse`` sees it."""
+
+    text: str
+    finish_reason: str  # "stop" or "length"
+    tokens_in: int | None
+    tokens_out: int | None
+    model: str  # the spec that answered
+    attempt: int  # 0 for the first ask, 1 for the first retry, ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMOperator(SamplingParameters, Operator):
+    """Base of the LLM operators (see the module docstring); its sampling fields are those of
+    ``dataflow.llm.types.SamplingParameters``."""
+
+    max_attempts: int = 3
+    kind: ClassVar[Kind] = Kind.GLOBAL  # requests of the whole node go out together, in large batches
+    reply_metrics: ClassVar[str] = ""  # with a name, '<name>_replies' and '<name>_invalid_replies' are counted
+
+    # -- what a subclass writes ------------------------------------------------------------
+    def model_specs(self) -> tuple[str, ...]:
+        """The model specs asked (each gives its own replies)."""
+        raise NotImplementedError
+
+    def messages(self, row: dict) -> Messages:
+        """The chat turns a row sends (``row`` holds ``id`` and the required columns)."""
+        raise NotImplementedError
+
+    def parse(self, reply: Reply, row: dict) -> dict[str, Any]:
+        """What a reply means, as values; raise ``Rejection`` for a reply that is not valid."""
+        return {"text": reply.text}
+
+    def generated_columns(self) -> dict[str, pl.DataType]:
+        """The columns the operator adds (or replaces), with their types."""
+        raise NotImplementedError
+
+    def asks(self, row: dict) -> dict[str, Ask]:
+        """The prompts of a row, by key; by default one prompt wanting one reply."""
+        return {"": Ask(self.messages(row))}
+
+    def rows(self, row: dict, replies: dict[str, list[dict]], ctx: Context) -> list[dict]:
+        """The output rows (``id`` and the generated columns) from the parsed valid replies of each
+        ask (every ask has at least one); raise ``Rejection`` to reject the row."""
+        return [{"id": row["id"], **replies[""][0]}]
+
+    # -- compile time ----------------------------------------------------------------------
+    def check(self) -> list[str]:
+        problems = [p for spec in self.model_specs() for p in spec_problems(spec)]
+        if not self.model_specs():
+            problems.append("give at least one model")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            problems.append(f"stop must be a tuple of non-empty strings, e.g. stop=('\\n\\n',), not {self.stop!r}")
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            problems.append(f"max_attempts must be a positive int, not {self.max_attempts!r}")
+        return problems + self.sampling().problems()
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        generated = self.generated_columns()
+        return pl.Schema({**{k: v for k, v in schema.items() if k not in generated}, **generated})
+
+    def sampling(self, **changes: Any) -> Sampling:
+        """The operator's sampling parameters, with ``changes``."""
+        return Sampling(**{**sampling_parameters(self), "stop": tuple(self.stop), **changes})
+
+    def specs(self) -> tuple[ModelSpec, ...]:
+        return tuple(resolve_spec(text) for text in self.model_specs())
+
+    def fingerprint_extras(self) -> dict[str, Any]:
+        return {"models": [model_identity(spec) for spec in self.specs()],
+                "llm failures of the last build (retried)": shared_cache().retry_generation(self.scope())}
+
+    def scope(self) -> str:
+        """Identifies this operator's requests, for the retry generation of failed ones."""
+        return digest([qualified_name(type(self)), fingerprint_parameters(self),
+                       [model_identity(spec) for spec in self.specs()]])
+
+    # -- run time --------------------------------------------------------------------------
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        table = frame.collect()
+        columns = ["id", *[c for c in self.required_columns() if c != "id"]]
+        rows, keys, asks, rejects = {}, {}, {}, []
+        for row in table.select(columns).iter_rows(named=True):
+            try:
+                asked = self.asks(row)
+            except Exception as exc:  # a prompt template that fails on this row
+                rejects.append({"id": row["id"], "reason": "prompt_error", "detail": f"{type(exc).__name__}: {exc}"})
+                ctx.progress(1)
+                continue
+            rows[row["id"]], keys[row["id"]] = row, list(asked)
+            asks.update({(row["id"], key): ask for key, ask in asked.items()})
+        ctx.record("model", ",".join(self.model_specs()))
+        valid, problems, failed = self._ask_models(asks, rows, ctx)
+        if failed:
+            shared_cache().bump_retry_generation(self.scope())
+        produced = []
+        for row_id, row in rows.items():
+            try:
+                if row_id in failed:
+                    raise Rejection(FAILED_REASON, failed[row_id])
+                for key in keys[row_id]:
+                    if not valid[(row_id, key)]:
+                        raise problems.get((row_id, key), Rejection("no_reply", "the model returned no completion"))
+                replies = {key: valid[(row_id, key)] for key in keys[row_id]}
+                produced += [{**out, _SOURCE: row_id} for out in self.rows(row, replies, ctx)]
+            except Rejection as rejection:
+                rejects.append({"id": row_id, "reason": rejection.reason, "detail": rejection.detail})
+        return Result(self._output(table, produced), rejects_frame(rejects))
+
+    def _ask_models(self, asks: dict[tuple[str, str], Ask], rows: dict[str, dict], ctx: Context
+                    ) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], Rejection], dict[str, str]]:
+        """Each model's valid parsed replies per ask, the last problem of each ask, and the error of
+        each row whose request failed."""
+        valid: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        problems: dict[tuple[str, str], Rejection] = {}
+        failed: dict[str, str] = {}
+        progress = _RowProgress(ctx, len(rows), len(asks) * len(self.specs()))
+        for spec in self.specs():
+            client = LLMClient(spec, ctx.node, count=ctx.count, log=lambda text: print(text, file=sys.stderr))
+            got: dict[tuple[str, str], int] = defaultdict(int)
+            for attempt in range(self.max_attempts):
+                todo = [k for k, ask in asks.items() if got[k] < ask.n and k[0] not in failed]
+                if not todo:
+                    break
+                requests = [Request(asks[k].messages, self._retry_sampling(asks[k], got[k], attempt)) for k in todo]
+                responses = client.generate(requests, [k[0] for k in todo],
+                                            done=progress.done if attempt == 0 else None)
+                for k, response in zip(todo, responses):
+                    if not response.ok:  # not asked again now: the next build retries it
+                        failed.setdefault(k[0], response.error or "request failed")
+                        continue
+                    for completion in response.completions:
+                        reply = Reply(completion.text, completion.finish_reason, response.tokens_in,
+                                      completion.tokens_out, spec.text, attempt)
+                        try:
+                            valid[k].append(self.parse(reply, rows[k[0]]))
+                            got[k] += 1
+                        except Rejection as rejection:
+                            problems[k] = rejection
+                            self._count(ctx, "invalid_replies")
+                        self._count(ctx, "replies")
+        progress.finish()
+        return valid, problems, failed
+
+    def _retry_sampling(self, ask: Ask, got: int, attempt: int) -> Sampling:
+        """The first ask at the operator's sampling; a retry with a new seed, at least warm."""
+        temperature = self.temperature if ask.temperature is None else ask.temperature
+        if attempt == 0:
+            return self.sampling(temperature=temperature, n=ask.n - got)
+        return self.sampling(temperature=max(temperature, RETRY_TEMPERATURE), n=ask.n - got,
+                             seed=sample_seed(self.seed, 1000 + attempt))
+
+    def _count(self, ctx: Context, metric: str) -> None:
+        if self.reply_metrics:
+            ctx.count(f"{self.reply_metrics}_{metric}")
+
+    def _output(self, table: pl.DataFrame, produced: list[dict]) -> pl.DataFrame:
+        """The produced rows joined with the columns of the input row each came from."""
+        generated = self.generated_columns()
+        new = pl.DataFrame(produced, schema={"id": pl.String(), **generated, _SOURCE: pl.String()})
+        inputs = table.drop([c for c in generated if c in table.columns]).rename({"id": _SOURCE})
+        joined = new.join(inputs, on=_SOURCE, how="left", maintain_order="left")
+        return joined.select(list(self.output_schema(table.schema)))
+
+
+@dataclass
+class _RowProgress:
+    """Reports finished rows to the context as the first asks of all models finish."""
+
+    ctx: Context
+    rows: int
+    requests: int
+    finished: int = 0
+    reported: int = 0
+
+    def done(self, indices: list[int]) -> None:
+        self.finished += len(indices)
+        self._report(self.finished * self.rows // max(self.requests, 1))
+
+    def finish(self) -> None:
+        self._report(self.rows)
+
+    def _report(self, rows: int) -> None:
+        if rows > self.reported:
+            self.ctx.progress(rows - self.reported)
+            self.reported = rows

@@ -1,0 +1,130 @@
+"""Quality-pyramid sampling and topic-balanced sampling.
+
+Sampling is seeded by a hash of each row's id, so it does not depend on input order. Rows not
+selected go to rejects with the rule that left them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from dataflow.operator import Context, Kind, Operator, Result
+from dataflow.operators.selection.scores import SCORE, combined_score, score_columns
+
+_HASH, _RANK = "__dataflow_hash", "__dataflow_rank"
+
+
+def tier_expression(score: pl.Expr, thresholds: dict[str, float | None]) -> pl.Expr:
+    """The first tier (in order) whose minimum the score reaches; None as a minimum takes the rest."""
+    expr = None
+    for tier, minimum in thresholds.items():
+        test = score.is_not_null() if minimum is None else score >= minimum
+        expr = (pl.when(test) if expr is None else expr.when(test)).then(pl.lit(tier))
+    return expr.otherwise(None)
+
+
+def balanced_order(seed: int, balance_by: str | None, within: list[str]) -> list[pl.Expr]:
+    """Columns that order rows by seeded hash, round-robin across ``balance_by`` groups."""
+    h = pl.col("id").hash(seed).alias(_HASH)
+    if balance_by is None:
+        return [h]
+    return [h.rank("ordinal").over([*within, balance_by]).alias(_RANK), h]
+
+
+@dataclass(frozen=True)
+class PyramidSample(Operator):
+    """Quality-pyramid sampling: rows fall into tiers by score, each tier fills its share of
+    ``size`` by seeded sampling (round-robin across ``balance_by`` when given).
+
+    Tiers are ``thresholds`` (tier -> minimum score, in order, best first; ``None`` takes the
+    rest) or ``quantiles`` (tier -> minimum quantile of the score). A tier with fewer rows than
+    its quota gives all it has; the shortfall is reported as a metric, not filled from others.
+    The tier is written to ``tier``.
+    """
+
+    score: str | dict[str, float]
+    shares: dict[str, float]
+    size: int
+    thresholds: dict[str, float | None] | None = None
+    quantiles: dict[str, float | None] | None = None
+    balance_by: str | None = None
+    seed: int = 0
+    kind = Kind.GLOBAL
+
+    def label(self) -> str:
+        return "pyramid"
+
+    def check(self) -> list[str]:
+        problems = []
+        tiers = self.thresholds if self.thresholds is not None else self.quantiles
+        if (self.thresholds is None) == (self.quantiles is None):
+            problems.append("give exactly one of thresholds= or quantiles=")
+        elif set(tiers) != set(self.shares):
+            problems.append(f"shares name tiers {sorted(self.shares)} but the tiers are {sorted(tiers)}")
+        if abs(sum(self.shares.values()) - 1) > 1e-6:
+            problems.append(f"shares must add up to 1, not {sum(self.shares.values()):g}")
+        if self.size < 0:
+            problems.append(f"size must be non-negative, not {self.size}")
+        return problems
+
+    def required_columns(self) -> dict[str, Any]:
+        return {**score_columns(self.score), **({self.balance_by: None} if self.balance_by else {})}
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        return pl.Schema({**schema, SCORE: pl.Float64(), "tier": pl.String()})
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        table = frame.with_columns(combined_score(self.score).alias(SCORE)).collect()
+        minimums = self.thresholds or {
+            tier: None if q is None else table.get_column(SCORE).quantile(q, "nearest")
+            for tier, q in self.quantiles.items()}
+        table = table.with_columns(tier_expression(pl.col(SCORE), minimums).alias("tier"))
+        order = balanced_order(self.seed, self.balance_by, ["tier"])
+        ranked = table.with_columns(order).sort([e.meta.output_name() for e in order])
+        ranked = ranked.with_columns(pl.int_range(pl.len()).over("tier").alias("__position"))
+        quota = pl.col("tier").replace_strict({t: round(s * self.size) for t, s in self.shares.items()},
+                                              default=0, return_dtype=pl.Int64)
+        chosen = pl.col("tier").is_not_null() & (pl.col("__position") < quota)
+        ranked = ranked.with_columns(chosen.alias("__chosen"))
+        for tier, share in self.shares.items():
+            available = ranked.filter(pl.col("tier") == tier).height
+            selected = ranked.filter(pl.col("__chosen") & (pl.col("tier") == tier)).height
+            ctx.record(f"{tier}_available", available)
+            ctx.record(f"{tier}_selected", selected)
+            if selected < round(share * self.size):
+                ctx.record(f"{tier}_shortfall", round(share * self.size) - selected)
+        helper = [c for c in ranked.columns if c.startswith("__")]
+        rejects = ranked.filter(~pl.col("__chosen")).select(
+            "id", score=SCORE,
+            reason=pl.when(pl.col("tier").is_null()).then(pl.lit("below every tier"))
+            .otherwise(pl.lit("pyramid tier full")),
+            detail=pl.struct("tier").struct.json_encode())
+        kept = ranked.filter(pl.col("__chosen")).sort("__position").drop(helper)
+        return Result(kept, rejects)
+
+
+@dataclass(frozen=True)
+class BalancedSample(Operator):
+    """``n`` rows spread evenly across the values of ``by`` (round-robin, seeded)."""
+
+    by: str
+    n: int
+    seed: int = 0
+    kind = Kind.GLOBAL
+
+    def label(self) -> str:
+        return "balanced_sample"
+
+    def required_columns(self) -> dict[str, Any]:
+        return {self.by: None}
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        order = balanced_order(self.seed, self.by, [])
+        ranked = frame.with_columns(order).sort([e.meta.output_name() for e in order]).with_row_index("__position")
+        table = ranked.collect()
+        kept = table.filter(pl.col("__position") < self.n)
+        rejects = table.filter(pl.col("__position") >= self.n).select("id", reason=pl.lit("balanced sample full"))
+        return Result(kept.drop("__position", _RANK, _HASH), rejects)
