@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import io
+import os
+import random
+import tempfile
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import settings
 
 from dataflow.build import BuildReport, build
 from dataflow.catalog import query
+from dataflow.operator import Context
 from dataflow.pipeline import Pipeline
 from dataflow.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
+# Property tests draw the same examples on every run (CI stays reproducible); raise the counts locally
+# with HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class Builder:
@@ -44,3 +54,18 @@ class Builder:
 def builder(tmp_path: Path) -> Builder:
     return Builder(tmp_path / "out")
 
+
+
+def run(op, table: pl.DataFrame, *others: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """An operator applied directly to frames, outside a build: its output and rejects."""
+    with tempfile.TemporaryDirectory() as work:
+        result = op.apply(table.lazy(), *[o.lazy() for o in others], ctx=Context(node="t", workdir=Path(work)))
+        output = result.output.lazy().collect()
+        rejects = None if result.rejects is None else result.rejects.lazy().collect()
+    return output, rejects
+
+
+def shuffled(table: pl.DataFrame, seed: int) -> pl.DataFrame:
+    order = list(range(table.height))
+    random.Random(seed).shuffle(order)
+    return table[order]

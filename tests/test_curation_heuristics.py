@@ -121,6 +121,27 @@ def test_language_id_labels_real_text_in_seven_languages(builder):
     assert all(0 <= r["language_confidence"] <= 1 for r in labeled_rows)
 
 
+def test_language_labels_have_a_macrolanguage_and_short_texts_are_flagged(builder):
+    rows = [{"id": "yue", "text": "你好"}, {"id": "zh", "text": "今天天气很好，我们去公园吧"},
+            {"id": "short_en", "text": "hello world"},
+            {"id": "long_en", "text": "The package provides a library for reading and writing compressed files."}]
+    p = Pipeline("languages")
+    p.output("o", p.from_rows(rows, name="src").apply(LanguageId("text"), name="labeled"))
+    builder.build(p)
+    out = {r["id"]: r for r in builder.output("o").iter_rows(named=True)}
+    assert out["yue"]["language"] == "yue" and out["yue"]["language_macro"] == "zh"  # Cantonese is Chinese
+    assert out["zh"]["language_macro"] == "zh"
+    assert out["short_en"]["language_reliable"] is False and out["long_en"]["language_reliable"] is True
+    assert out["long_en"]["language_macro"] == "en"
+
+
+def test_the_language_model_file_is_in_the_fingerprint():
+    from dataflow.operators.curation.language import model_file
+
+    extras = LanguageId("text").fingerprint_extras()
+    assert list(extras) == ["language model"] and len(extras["language model"]) >= 16 and model_file().is_file()
+
+
 def test_missing_tokenizer_file_fails_at_compile(tmp_path):
     p = Pipeline("bad")
     p.output("o", p.from_rows([{"text": "x"}], name="src").apply(LengthMeasures(tokenizer=str(tmp_path / "no.json"))))

@@ -95,3 +95,26 @@ def test_diversity_metrics_in_the_build_summary(builder):
     assert len(builder.output("varied")) == len(varied)
     stored = builder.sql("select metrics from nodes where name = 'div_varied'")["metrics"][0]
     assert json.loads(stored)["distinct_2"] == high["distinct_2"]
+
+
+def test_every_removed_row_is_within_the_threshold_of_its_survivor(builder):
+    rows = descriptions(200)  # the Haskell library descriptions chain: -dev ~ -doc ~ -prof of many packages
+    results = {}
+    for rule in ("survivor", "components"):
+        p = Pipeline("semantic")
+        p.output("o", p.from_rows(rows, name="src").apply(SemanticDedup("text", threshold=0.9, cluster=rule),
+                                                          name="sem"))
+        builder.build(p)
+        results[rule] = builder.rejects("sem")
+    assert len(results["survivor"]) > 0 and results["survivor"]["score"].min() >= 0.9
+    assert results["components"]["score"].min() < 0.9  # connected components chain past the threshold
+
+
+def test_survivors_within_never_chains():
+    from dataflow.operators.text import survivors_within
+
+    pairs = np.array([[0, 1], [1, 2], [2, 3]])  # a chain: 0 ~ 1 ~ 2 ~ 3
+    similarity = np.array([0.96, 0.97, 0.99])
+    lengths = np.zeros(4, dtype=np.int64)
+    assert survivors_within(pairs, similarity, 4, "lowest_id", lengths, None).tolist() == [0, 0, 2, 2]
+    assert survivors_within(pairs, similarity, 4, "longest", np.array([1, 1, 1, 9]), None).tolist() == [0, 0, 3, 3]

@@ -61,7 +61,7 @@ def test_all_pairs_above_margin_and_length_bias(builder):
     out = run(builder, PreferencePairs(strategy="all_above_margin", min_margin=1.0, max_length_ratio=1.5))
     assert sorted(out["id"].to_list()) == ["src-1>src-2", "src-1>src-3"]  # "It is 4." beats "five" by length
     assert json.loads(builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0]) == {
-        "dropped_for_length_bias": 1, "pairs": 2}
+        "dropped_for_length_bias": 1, "pairs": 2, "unscored": 1}
 
 
 def test_pyramid_tiers_shares_and_balance(builder):

@@ -34,8 +34,8 @@ class ExactDedup(Operator):
     ``normalize`` is ``True`` (all of NFKC, case, punctuation, whitespace), ``False``, or a
     tuple of those step names. For conversation columns, ``roles`` picks the turns compared
     (e.g. ``("user",)`` to deduplicate by prompt); by default every turn with its role counts.
-    The first row of each group (input order) survives; the others go to rejects with reason
-    ``duplicate`` and ``{"duplicate_of": <survivor id>}``.
+    A null value counts as empty text. The first row of each group (input order) survives; the
+    others go to rejects with reason ``duplicate`` and ``{"duplicate_of": <survivor id>}``.
     """
 
     columns: tuple[str, ...]
@@ -66,7 +66,7 @@ class ExactDedup(Operator):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         schema = frame.collect_schema()
-        parts = [normalized(column_text(c, schema[c], self.roles), self.steps()) for c in self.columns]
+        parts = [normalized(column_text(c, schema[c], self.roles).fill_null(""), self.steps()) for c in self.columns]
         keyed = frame.with_columns(pl.concat_str(parts, separator="\x1f").alias(_KEY)).collect()
         survivor = pl.col("id").first().over(_KEY)
         marked = keyed.with_columns(survivor.alias("__survivor"))

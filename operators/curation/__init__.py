@@ -7,9 +7,9 @@ from dataflow.operators.curation.heuristics import (CharacterMeasures, LengthMea
                                                     RepetitionMeasures, StopWordMeasures)
 from dataflow.operators.curation.language import LanguageId
 from dataflow.operators.curation.minhash import MinHashDedup
-from dataflow.operators.curation.quality import FastTextQuality
+from dataflow.operators.curation.quality import FastTextQuality, FastTextTrain
 from dataflow.operators.curation.semantic import SemanticDedup
 
-__all__ = ["CharacterMeasures", "Decontaminate", "DiversityMetrics", "FastTextQuality", "LanguageId",
+__all__ = ["CharacterMeasures", "Decontaminate", "DiversityMetrics", "FastTextQuality", "FastTextTrain", "LanguageId",
            "LengthMeasures", "MinHashDedup", "RefusalMeasures", "RepetitionMeasures", "SemanticDedup",
            "StopWordMeasures"]

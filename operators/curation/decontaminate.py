@@ -3,9 +3,11 @@
     clean = pairs.apply(Decontaminate(columns=("prompt", "response"),
                                       eval_sets=("evals/gsm8k_test.jsonl", "evals/mmlu.parquet")))
 
-Text is compared after lower-casing, NFKC, and turning punctuation into spaces; words are the
-whitespace-separated tokens. An eval item shorter than ``ngram`` words is matched whole (its full
-word sequence must occur in the row). Eval files: ``.jsonl``, ``.json``, ``.parquet``, ``.csv``
+Text is compared after NFKC, lower-casing, and turning punctuation and symbols (Unicode categories P
+and S) into spaces; words are the runs between whitespace. A row is contaminated when one of its
+``ngram``-word windows is one of an eval item's; an eval item shorter than ``ngram`` words is matched
+whole (its full word sequence must occur in the row). Rows shorter than ``ngram`` words can only be
+caught by such short items. Eval files: ``.jsonl``, ``.json``, ``.parquet``, ``.csv``
 (the string columns named in ``eval_columns``, or every string column) or ``.txt`` (one item per
 line). Relative paths resolve against the pipeline file's directory; the files' content is part of the
 node fingerprint, so editing an eval set rebuilds the node.
@@ -29,15 +31,15 @@ import polars as pl
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, prepared_texts, shingle_hashes, token_hashes
+from dataflow.operators.text import column_text, ngram_hashes, prepared_texts, starts_of, token_hashes
 
 EVAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
 _SEED = 11
 
 
 def comparable(texts: pl.Series) -> pl.Series:
-    """Texts as compared: punctuation and symbols as spaces, then as MinHash words."""
-    return prepared_texts(texts.fill_null("").str.replace_all(r"[\p{P}\p{S}]", " "), "word")
+    """Texts as compared (see the module docstring), their words separated by single spaces."""
+    return prepared_texts(texts, "word", punctuation=False)
 
 
 def read_eval_texts(path: Path, columns: tuple[str, ...]) -> list[str]:
@@ -58,7 +60,7 @@ def ngram_index(texts: list[str], ngram: int) -> dict[int, np.ndarray]:
     """Sorted n-gram hashes of eval items by n-gram length: ``ngram`` for most items, the item's
     own word count for shorter ones (matched whole)."""
     tokens, lengths = token_hashes(comparable(pl.Series(texts, dtype=pl.String)), "word", _SEED)
-    grams, counts = shingle_hashes(tokens, lengths, ngram)
+    grams, counts, _ = ngram_hashes(tokens, lengths, ngram, short_as_whole=True)
     size = np.repeat(np.minimum(lengths, ngram), counts)
     return {int(n): np.unique(grams[size == n]) for n in np.unique(size)}
 
@@ -142,22 +144,23 @@ class Decontaminate(Operator):
         return Result(table.filter(pl.Series(keep)), rejects)
 
     def _scan(self, texts: pl.Series, indexes: dict[str, dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Per row: first eval set hit (-1 for none), where (word position, length), n-grams matched."""
+        """Per row: first eval set hit (-1 for none), where (word position, length), and how many of
+        its ``ngram``-grams are in any eval set, of how many."""
         rows = len(texts)
         tokens, lengths = token_hashes(texts, "word", _SEED)
+        doc_start = starts_of(lengths)
         result = {"set": np.full(rows, -1), "position": np.zeros(rows, dtype=np.int64),
-                  "length": np.zeros(rows, dtype=np.int64), "matched": np.zeros(rows), "total": np.zeros(rows)}
+                  "length": np.zeros(rows, dtype=np.int64)}
+        grams, counts, _ = ngram_hashes(tokens, lengths, self.ngram)
+        in_any = np.zeros(len(grams), dtype=bool)
+        for index in indexes.values():
+            if self.ngram in index:
+                in_any |= np.isin(grams, index[self.ngram])
+        result["total"] = counts.astype(np.float64)
+        result["matched"] = np.bincount(np.repeat(np.arange(rows), counts)[in_any], minlength=rows).astype(np.float64)
         for n in sorted({n for index in indexes.values() for n in index}, reverse=True):
-            grams, counts = shingle_hashes(tokens, np.where(lengths >= n, lengths, 0), n)
+            grams, counts, starts = ngram_hashes(tokens, lengths, n)
             owner = np.repeat(np.arange(rows), counts)
-            first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-            if n == self.ngram:
-                result["total"] += counts
-                in_any = np.zeros(len(grams), dtype=bool)
-                for index in indexes.values():
-                    if n in index:
-                        in_any |= np.isin(grams, index[n])
-                result["matched"] += np.bincount(owner[in_any], minlength=rows)
             for set_index, index in enumerate(indexes.values()):
                 if n not in index:
                     continue
@@ -166,6 +169,6 @@ class Decontaminate(Operator):
                 new = result["set"][rows_hit] < 0
                 rows_hit, at = rows_hit[new], hits[at[new]]
                 result["set"][rows_hit] = set_index
-                result["position"][rows_hit] = at - first[rows_hit]
+                result["position"][rows_hit] = starts[at] - doc_start[rows_hit]
                 result["length"][rows_hit] = n
         return result

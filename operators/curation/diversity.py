@@ -15,13 +15,13 @@ import numpy as np
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, prepared_texts, shingle_hashes, token_hashes
+from dataflow.operators.text import column_text, ngram_hashes, prepared_texts, token_hashes
 
 
 def distinct_n(texts: pl.Series, n: int) -> float | None:
     """Distinct word n-grams over all n-grams of the texts; None when there is no n-gram."""
     tokens, lengths = token_hashes(prepared_texts(texts, "word"), "word", seed=3)
-    grams, _ = shingle_hashes(tokens, np.where(lengths >= n, lengths, 0), n)
+    grams = ngram_hashes(tokens, lengths, n)[0]
     return len(np.unique(grams)) / len(grams) if len(grams) else None
 
 

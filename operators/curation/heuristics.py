@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, shingle_hashes
+from dataflow.operators.text import column_text, ngram_hashes
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 REFUSAL_PHRASES = (
@@ -129,11 +129,16 @@ def _load_tokenizer(path: str, tokenizer_class: Any) -> Any:
 class RepetitionMeasures(_Measures):
     """Gopher repetition measures.
 
-    ``dup_line_frac`` / ``dup_para_frac``: share of non-empty lines / paragraphs (split on blank
-    lines) that repeat an earlier one. ``top_{n}gram_frac`` for n in ``top_ngrams``: characters
-    covered by the most frequent word n-gram (all its occurrences) over the characters of all
-    words. ``dup_{n}gram_frac`` for n in ``dup_ngrams``: characters of words inside any word
-    n-gram occurring more than once, over the characters of all words.
+    Lines end at ``\n``, ``\r\n`` or ``\r``; a line of whitespace only is blank; paragraphs are
+    runs of non-blank lines; both are compared without their surrounding whitespace. Words are
+    the runs between whitespace.
+
+    ``dup_line_frac`` / ``dup_para_frac``: share of non-blank lines / paragraphs that repeat an
+    earlier one. ``top_{n}gram_frac`` for n in ``top_ngrams``: characters of the words covered by
+    the occurrences of the most frequent word n-gram (of those as frequent, the one that occurs
+    first), over the characters of all words. ``dup_{n}gram_frac`` for n in ``dup_ngrams``:
+    characters of the words inside any word n-gram occurring more than once, over the characters
+    of all words. A text with fewer than n words has 0 for the n-gram fractions.
     """
 
     top_ngrams: tuple[int, ...] = (2, 3, 4)
@@ -151,15 +156,18 @@ class RepetitionMeasures(_Measures):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         text = self.text(frame)
-        lines = text.str.split("\n").list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
-        paragraphs = text.str.split("\n\n").list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
+        unix = text.str.replace_all(r"\r\n?", "\n")
+        lines = unix.str.extract_all(r"[^\n]*\S[^\n]*").list.eval(pl.element().str.strip_chars())
+        paragraphs = unix.str.extract_all(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*").list.eval(
+            pl.element().str.strip_chars())
         dup = {"dup_line_frac": _fraction(lines.list.len() - lines.list.n_unique(), lines.list.len()),
                "dup_para_frac": _fraction(paragraphs.list.len() - paragraphs.list.n_unique(), paragraphs.list.len())}
         schema = self.output_schema(frame.collect_schema())
 
         def ngram_measures(batch: pl.DataFrame) -> pl.DataFrame:
             values = batch.select(text.alias("t")).to_series()
-            out = batch.with_columns(**dup, **_ngram_fractions(values, self.top_ngrams, self.dup_ngrams))
+            out = batch.with_columns(**dup, **_ngram_fractions(values, self.top_ngrams, self.dup_ngrams)).select(
+                list(schema))
             ctx.progress(batch.height)
             return out
 
@@ -170,32 +178,28 @@ def _ngram_fractions(texts: pl.Series, top: tuple[int, ...], dup: tuple[int, ...
     """Character fractions of the top and of repeated word n-grams, vectorized over a batch."""
     missing = texts.is_null().to_numpy()
     words = pl.DataFrame({"doc": pl.int_range(len(texts), eager=True, dtype=pl.Int64),
-                          "word": texts.fill_null("").str.replace_all(r"\s+", " ").str.split(" ")})
-    words = words.explode("word").filter(pl.col("word") != "")
+                          "word": texts.fill_null("").str.extract_all(r"\S+")}).explode("word").drop_nulls("word")
     doc = words.get_column("doc").to_numpy()
     hashes = words.get_column("word").hash(seed=7).to_numpy()
     chars = words.get_column("word").str.len_chars().to_numpy().astype(np.int64)
     lengths = np.bincount(doc, minlength=len(texts)).astype(np.int64)
     total_chars = np.bincount(doc, weights=chars, minlength=len(texts))
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    cumulative = np.concatenate(([0], np.cumsum(chars)))
     result = {}
     for n in sorted({*top, *dup}):
-        full = lengths >= n
-        grams, counts = shingle_hashes(hashes, np.where(full, lengths, 0), n)
+        grams, counts, position = ngram_hashes(hashes, lengths, n)
         owner = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
-        first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-        position = np.arange(len(grams)) - np.repeat(first, counts) + np.repeat(starts, counts)
-        cumulative = np.concatenate(([0], np.cumsum(chars)))
-        gram_chars = cumulative[position + n] - cumulative[position] if len(grams) else np.empty(0, np.int64)
+        gram_chars = cumulative[position + n] - cumulative[position]
         table = pl.DataFrame({"doc": owner, "gram": grams, "chars": gram_chars, "position": position})
-        occurrences = table.with_columns(times=pl.len().over("doc", "gram"))
-        if n in top:  # the most frequent n-gram (ties: smallest hash), the words its occurrences cover
-            best_gram = (occurrences.sort(["doc", "times", "gram"], descending=[False, True, False])
+        occurrences = table.with_columns(times=pl.len().over("doc", "gram"),
+                                         first=pl.col("position").min().over("doc", "gram"))
+        if n in top:  # the most frequent n-gram (ties: the first to occur), the words its occurrences cover
+            best_gram = (occurrences.sort(["doc", "times", "first"], descending=[False, True, False])
                          .group_by("doc", maintain_order=True).agg(pl.col("gram").first()))
             positions = occurrences.join(best_gram, on=["doc", "gram"]).get_column("position").to_numpy()
             covered = np.bincount(doc, weights=chars * _covered_words(positions, n, len(chars)),
                                   minlength=len(texts))
-            result[f"top_{n}gram_frac"] = _ratio(covered, total_chars, full, missing)
+            result[f"top_{n}gram_frac"] = _ratio(covered, total_chars, lengths >= n, missing)
         if n in dup:
             repeated = occurrences.filter(pl.col("times") > 1).get_column("position").to_numpy()
             covered = np.bincount(doc, weights=chars * _covered_words(repeated, n, len(chars)),

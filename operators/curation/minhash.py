@@ -48,7 +48,7 @@ import polars as pl
 from dataflow.errors import DataflowError
 from dataflow.operator import Context, Kind, Operator, Result
 from dataflow.operators.text import (GOLDEN, KEEP_RULES, choose_survivors, column_text, components, mix64,
-                                     prepared_texts, shingle_hashes, token_hashes)
+                                     ngram_hashes, prepared_texts, starts_of, token_hashes)
 
 EMPTY = np.uint32(0xFFFFFFFF)
 _ROUTE_ATTEMPTS = 2  # optimal-densification attempts before rotation
@@ -191,7 +191,7 @@ class ShingleSets:
         self.local = np.full(len(counts), -1, dtype=np.int64)
         self.local[docs] = np.arange(len(docs))
         sizes = counts[docs]
-        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        first = starts_of(sizes)
         index = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(offsets[docs] - first, sizes)
         owner = np.repeat(np.arange(len(docs), dtype=np.uint64), sizes)
         if len(docs) < 1 << 24:
@@ -205,14 +205,14 @@ class ShingleSets:
         keep[1:] = (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])
         self.values = values[keep]
         self.sizes = np.bincount(owner[keep].astype(np.int64), minlength=len(docs))
-        self.starts = np.concatenate(([0], np.cumsum(self.sizes)[:-1])).astype(np.int64)
+        self.starts = starts_of(self.sizes)
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Concatenated shingle sets of ``docs`` and, for each element, its index in ``docs``."""
         docs = self.local[docs]
         sizes = self.sizes[docs]
         total = int(sizes.sum())
-        first = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        first = starts_of(sizes)
         index = np.arange(total, dtype=np.int64) + np.repeat(self.starts[docs] - first, sizes)
         return self.values[index], np.repeat(np.arange(len(docs), dtype=np.int64), sizes)
 
@@ -452,7 +452,7 @@ class MinHashDedup(Operator):
 
         def batch(bound: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
             tokens, lengths = token_hashes(texts.slice(bound[0], bound[1] - bound[0]), self.shingle, self.seed)
-            return shingle_hashes(tokens, lengths, self.ngram)
+            return ngram_hashes(tokens, lengths, self.ngram, short_as_whole=True)[:2]
 
         with ThreadPoolExecutor(max_workers=min(len(bounds), os.cpu_count() or 1) or 1) as pool:
             parts = list(pool.map(batch, bounds))

@@ -18,8 +18,9 @@ _RANK = "__dataflow_rank"
 class SelectBest(Operator):
     """Keeps the ``keep`` best candidates of each ``group`` by ``score`` (a column or weights).
 
-    Ties are broken by id; a candidate without a score is never selected. The combined score is
-    written to ``selection_score``.
+    Ties are broken by id; an unscored candidate (null or NaN) is never selected, and its group's
+    best scored candidates still are. The combined score is written to ``selection_score``; the
+    count of unscored candidates is the metric ``unscored``.
     """
 
     score: str | dict[str, float] = "score"
@@ -37,9 +38,11 @@ class SelectBest(Operator):
         return {self.group: None, **score_columns(self.score)}
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        best_first = pl.struct(unscored=pl.col(SCORE).is_null(), worse=pl.col(SCORE).neg().fill_null(0), id="id")
         ranked = (frame.with_columns(combined_score(self.score).alias(SCORE))
-                  .with_columns(pl.struct(pl.col(SCORE).neg(), "id").rank("ordinal").over(self.group).alias(_RANK))
+                  .with_columns(best_first.rank("ordinal").over(self.group).alias(_RANK))
                   .collect())
+        ctx.record("unscored", ranked.get_column(SCORE).null_count())
         chosen = (pl.col(_RANK) <= self.keep) & pl.col(SCORE).is_not_null()
         rejects = ranked.filter(~chosen).select(
             "id", score=SCORE,

@@ -14,9 +14,10 @@ from dataflow.operators.core.basic import Filter
 
 @dataclass(frozen=True)
 class PassRate(Operator):
-    """One row per prompt from its K verified samples: ``pass_rate`` (share of samples with
-    ``reward >= threshold``), ``n_samples`` and the prompt-level columns in ``carry``.
-    The row's id is the prompt's id (``group``)."""
+    """One row per prompt from its K verified samples: ``pass_rate`` (share of the scored samples
+    with ``reward >= threshold``; null when none is scored), ``n_samples`` (scored samples) and the
+    prompt-level columns in ``carry``. A null or NaN reward is unscored: left out of the rate and
+    counted in the metric ``unscored``. The row's id is the prompt's id (``group``)."""
 
     group: str = "prompt_id"
     reward: str = "reward"
@@ -35,10 +36,12 @@ class PassRate(Operator):
                           "pass_rate": pl.Float64(), "n_samples": pl.UInt32()})
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
-        passed = (pl.col(self.reward) >= self.threshold).fill_null(False)
-        out = (frame.group_by(self.group, maintain_order=True)
+        reward = pl.col(self.reward).cast(pl.Float64).fill_nan(None)
+        table = frame.collect()
+        ctx.record("unscored", table.select(reward.null_count()).item())
+        out = (table.group_by(self.group, maintain_order=True)
                .agg(*[pl.col(c).first() for c in self.carry],
-                    pass_rate=passed.mean().cast(pl.Float64), n_samples=pl.len())
+                    pass_rate=(reward >= self.threshold).mean().cast(pl.Float64), n_samples=reward.count())
                .rename({self.group: "id"}).with_columns(pl.col("id").cast(pl.String)))
         return Result(out)
 

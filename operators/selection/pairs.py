@@ -20,7 +20,8 @@ class PreferencePairs(Operator):
     """Pairs candidates of the same ``group`` by ``score``: ``best_vs_worst``,
     ``best_vs_random_lower`` (seeded) or ``all_above_margin``.
 
-    A pair needs ``chosen - rejected > min_margin``, so ties never pair. With
+    A pair needs ``chosen - rejected > min_margin``, so ties never pair; an unscored candidate
+    (null or NaN score) or one without a response never pairs (metric ``unscored``). With
     ``max_length_ratio`` a pair whose chosen response is more than that many times longer than
     the rejected one is dropped (length bias). Candidates left out of every pair go to rejects
     with the reason. Output: ``prompt``, ``chosen``, ``rejected`` (turn lists, loadable by TRL's
@@ -58,7 +59,9 @@ class PreferencePairs(Operator):
                           "margin": pl.Float64(), "chosen_id": pl.String(), "rejected_id": pl.String()})
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
-        table = frame.select("id", self.group, self.prompt, self.response, self.score).collect()
+        score = pl.col(self.score).cast(pl.Float64).fill_nan(None)
+        table = frame.select("id", self.group, self.prompt, self.response, score).collect()
+        ctx.record("unscored", table.get_column(self.score).null_count())
         pairs, rejects = [], []
         for _, group in table.group_by(self.group, maintain_order=True):
             rows = sorted(group.to_dicts(), key=lambda r: (-(r[self.score] if r[self.score] is not None else
@@ -66,11 +69,17 @@ class PreferencePairs(Operator):
             made, why = self._pairs(rows, ctx)
             used = {p["chosen_id"] for p in made} | {p["rejected_id"] for p in made}
             pairs += made
-            rejects += [{"id": r["id"], "reason": why if not made else f"not paired by {self.strategy}",
-                         "score": r[self.score]} for r in rows if r["id"] not in used]
+            rejects += [{"id": r["id"], "reason": why or self._left_out(r), "score": r[self.score]}
+                        for r in rows if r["id"] not in used]
         ctx.count("pairs", len(pairs))
         out = pl.DataFrame(pairs, schema=self.output_schema(table.schema))
         return Result(out, rejects_frame(rejects))
+
+    def _left_out(self, row: dict) -> str:
+        """Why a candidate of a group that paired is in no pair."""
+        if row[self.score] is None:
+            return "no score"
+        return "empty response" if not row[self.response] else f"not paired by {self.strategy}"
 
     def _pairs(self, rows: list[dict], ctx: Context) -> tuple[list[dict], str]:
         """Pairs of one group, and why there are none when there are none."""

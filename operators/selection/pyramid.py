@@ -26,6 +26,17 @@ def tier_expression(score: pl.Expr, thresholds: dict[str, float | None]) -> pl.E
     return expr.otherwise(None)
 
 
+def largest_remainder(shares: dict[str, float], size: int) -> dict[str, int]:
+    """Whole quotas of ``size`` in proportion to ``shares``, adding up to ``size``: each tier gets
+    the floor of its share, then the tiers with the largest remainders one more (ties: tier order)."""
+    exact = {tier: share * size for tier, share in shares.items()}
+    quotas = {tier: int(value) for tier, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda tier: -(exact[tier] - quotas[tier]))
+    for tier in by_remainder[:max(0, size - sum(quotas.values()))]:
+        quotas[tier] += 1
+    return quotas
+
+
 def balanced_order(seed: int, balance_by: str | None, within: list[str]) -> list[pl.Expr]:
     """Columns that order rows by seeded hash, round-robin across ``balance_by`` groups."""
     h = pl.col("id").hash(seed).alias(_HASH)
@@ -40,9 +51,11 @@ class PyramidSample(Operator):
     ``size`` by seeded sampling (round-robin across ``balance_by`` when given).
 
     Tiers are ``thresholds`` (tier -> minimum score, in order, best first; ``None`` takes the
-    rest) or ``quantiles`` (tier -> minimum quantile of the score). A tier with fewer rows than
-    its quota gives all it has; the shortfall is reported as a metric, not filled from others.
-    The tier is written to ``tier``.
+    rest) or ``quantiles`` (tier -> minimum quantile of the score). Quotas are the shares of
+    ``size`` by largest remainder, so they add up to ``size`` exactly. A tier with fewer rows than
+    its quota gives all it has; its shortfall is a metric (``<tier>_shortfall``, and ``shortfall``
+    in all), not filled from other tiers. Unscored rows (null or NaN) are in no tier (metric
+    ``unscored``). The tier is written to ``tier``.
     """
 
     score: str | dict[str, float]
@@ -82,20 +95,22 @@ class PyramidSample(Operator):
             tier: None if q is None else table.get_column(SCORE).quantile(q, "nearest")
             for tier, q in self.quantiles.items()}
         table = table.with_columns(tier_expression(pl.col(SCORE), minimums).alias("tier"))
+        quotas = largest_remainder(self.shares, self.size)
+        ctx.record("unscored", table.get_column(SCORE).null_count())
         order = balanced_order(self.seed, self.balance_by, ["tier"])
         ranked = table.with_columns(order).sort([e.meta.output_name() for e in order])
         ranked = ranked.with_columns(pl.int_range(pl.len()).over("tier").alias("__position"))
-        quota = pl.col("tier").replace_strict({t: round(s * self.size) for t, s in self.shares.items()},
-                                              default=0, return_dtype=pl.Int64)
+        quota = pl.col("tier").replace_strict(quotas, default=0, return_dtype=pl.Int64)
         chosen = pl.col("tier").is_not_null() & (pl.col("__position") < quota)
         ranked = ranked.with_columns(chosen.alias("__chosen"))
-        for tier, share in self.shares.items():
+        for tier, wanted in quotas.items():
             available = ranked.filter(pl.col("tier") == tier).height
             selected = ranked.filter(pl.col("__chosen") & (pl.col("tier") == tier)).height
             ctx.record(f"{tier}_available", available)
             ctx.record(f"{tier}_selected", selected)
-            if selected < round(share * self.size):
-                ctx.record(f"{tier}_shortfall", round(share * self.size) - selected)
+            if selected < wanted:
+                ctx.record(f"{tier}_shortfall", wanted - selected)
+                ctx.count("shortfall", wanted - selected)
         helper = [c for c in ranked.columns if c.startswith("__")]
         rejects = ranked.filter(~pl.col("__chosen")).select(
             "id", score=SCORE,
