@@ -25,6 +25,14 @@ def load() -> str:
     return f"{one:.2f} (1 min) / {five:.2f} (5 min)"
 
 
+def settle(limit: float = 0.5, patience: float = 240.0) -> None:
+    """Wait (up to ``patience`` seconds) until the 1-minute load average is at most ``limit``, so a
+    section does not start in the wake of the previous one."""
+    deadline = time.monotonic() + patience
+    while os.getloadavg()[0] > limit and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def run_facts() -> list[str]:
     """The date, machine and command of this run, as the first lines of a section."""
     return [f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", f"- machine: {machine()}",

@@ -37,6 +37,8 @@ def load_pipeline(path: str | Path, overrides: dict[str, str] | None = None) -> 
             spec.loader.exec_module(module)
         except DataflowError:
             raise
+        except SyntaxError as exc:
+            raise DataflowError(f"{path}:{exc.lineno}: SyntaxError: {exc.msg}") from None
         except Exception as exc:
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path.resolve()
                       or Path(f.filename) == path]

@@ -100,6 +100,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from dataflow.catalog import connect
 
+    if args.limit < 0:
+        raise DataflowError(f"--limit {args.limit}: give how many rows to show, 0 or more")
     con = connect(args.out)
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     if args.name not in views:
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except DataflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the machine refused (a full disk, a file that vanished): say where, not how
+        print(f"error: {exc.filename or 'writing the build'}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: finished nodes are kept; run the same command again to resume", file=sys.stderr)

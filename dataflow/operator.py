@@ -116,11 +116,11 @@ class Operator:
         return []
 
     def output_schema(self, *schemas: pl.Schema) -> pl.Schema:
-        """Schema of the output; by default polars infers it from the plan over empty inputs."""
+        """Schema of the output; by default the plan run over empty inputs, so a type error in an
+        expression (a string compared with a number) fails at compile time."""
         empty = [pl.LazyFrame(schema=s) for s in schemas]
         result = self.apply(*empty, ctx=Context(node="<compile>", workdir=Path(".")))
-        out = result.output
-        return out.collect_schema() if isinstance(out, pl.LazyFrame) else out.schema
+        return result.output.lazy().collect().schema
 
     def apply(self, *frames: pl.LazyFrame, ctx: Context) -> Result:
         raise NotImplementedError

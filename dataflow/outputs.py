@@ -15,11 +15,13 @@ FINGERPRINT_FILE = ".fingerprint"
 
 
 def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> bool:
-    """Materialize output ``name``; returns False when it was already up to date."""
+    """Materialize output ``name``; returns False when it was already up to date (its node was
+    found in the store, as this output shows it: a node built again, by ``--rebuild`` or to retry
+    failed requests, may hold other rows under the same fingerprint)."""
     node = stats[compiled.outputs[name].node]
     target = store.out / name
     marker = target / FINGERPRINT_FILE
-    if marker.exists() and marker.read_text() == node.fingerprint:
+    if node.status == "cached" and marker.exists() and marker.read_text() == node.fingerprint:
         return False
     tmp = store.tmp / f"out-{name}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)

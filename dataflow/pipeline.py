@@ -25,6 +25,7 @@ from dataflow.operator import Operator
 from dataflow.operators.core.sources import FromRows, ReadCsv, ReadHF, ReadJson, ReadJsonl, ReadParquet
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PIPELINE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # DuckDB keywords that cannot name a table unquoted: node and output names are SQL view names.
 # tests/test_engine_compile.py checks this list against the installed DuckDB's keywords.
 SQL_RESERVED = frozenset("""
@@ -107,6 +108,9 @@ class Pipeline:
         self.outputs: dict[str, OutputSpec] = {}
         self.declared_params: dict[str, Param] = {}
         self.problems: list[str] = []  # declaration problems, reported by compile
+        if not PIPELINE_NAME.match(name or ""):
+            self.problems.append(f"pipeline name {name!r} names the build's records: use letters, digits, '_', '-' "
+                                 f"and '.' only, e.g. {re.sub(r'[^A-Za-z0-9_.-]+', '_', name or '') or 'my_pipeline'!r}")
         caller = sys._getframe(1).f_code.co_filename  # inspect.stack() would read every frame's source
         self.base_dir = Path(caller).resolve().parent if Path(caller).exists() else Path.cwd()
 

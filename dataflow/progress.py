@@ -20,8 +20,8 @@ def _rate(rows: int, seconds: float) -> str:
 class Progress:
     """Plain log lines, one when a node starts and one when it ends."""
 
-    def __init__(self, stream: TextIO = sys.stderr):
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
         self.done: dict[str, int] = {}
         self.started: dict[str, float] = {}
 
@@ -50,13 +50,13 @@ class Progress:
 class RichProgress(Progress):
     """A live bar per node being built: rows done, rows/s and ETA."""
 
-    def __init__(self, stream: TextIO = sys.stderr):
+    def __init__(self, stream: TextIO | None = None):
         super().__init__(stream)
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, \
             TimeElapsedColumn, TimeRemainingColumn
 
-        self.console = Console(file=stream)
+        self.console = Console(file=self.stream)
         self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
                          TimeRemainingColumn(), console=self.console, transient=False)
@@ -87,5 +87,6 @@ class RichProgress(Progress):
         self.bars.stop()
 
 
-def make_progress(stream: TextIO = sys.stderr) -> Progress:
+def make_progress(stream: TextIO | None = None) -> Progress:
+    stream = stream or sys.stderr
     return RichProgress(stream) if stream.isatty() else Progress(stream)

@@ -64,8 +64,12 @@ class Store:
     # -- housekeeping ------------------------------------------------------------------------
     def lock(self) -> None:
         """Hold the out directory for one build at a time."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.root / "lock", "a+")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.root / "lock", "a+")
+        except OSError as exc:
+            raise DataflowError(f"--out {self.out}: cannot write the build there ({exc.strerror}: {exc.filename}); "
+                                f"choose a directory you can write") from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

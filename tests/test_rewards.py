@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from dataflow import Pipeline
-from dataflow.operators.rewards.sandbox import Limits, run_python
+from dataflow.errors import DataflowError
+from dataflow.operators.rewards.sandbox import Limits
 from dataflow.operators import CodeVerify, FunctionReward, JsonSchemaVerify, MatchVerify, MathVerify
 
 LIMITS = Limits(wall_seconds=5, cpu_seconds=3, memory_mb=256)
@@ -39,39 +37,6 @@ SOLUTION = "```python\ndef add(a, b):\n    return a + b\n```"
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
 
 
-@pytest.mark.parametrize("program, status", [
-    ("while True:\n    pass", "timeout"),
-    ("import time\ntime.sleep(60)", "timeout"),
-    ("import os\nos.fork()", "blocked"),
-    ("import subprocess\nsubprocess.run(['true'])", "blocked"),
-    ("x = bytearray(50 * 1024 ** 3)", "memory"),
-    ("import socket\nsocket.create_connection(('127.0.0.1', 9))", "blocked"),
-    ("import os\nos.remove(VICTIM)", "blocked"),
-    ("open(VICTIM, 'w').write('overwritten')", "blocked"),
-    ("open(f'/proc/{__import__(\"os\").getppid()}/environ').read()", "blocked"),
-    ("import ctypes\nctypes.CDLL(None)", "blocked"),
-])
-def test_sandbox_contains_hostile_code(tmp_path, program, status):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    outcome = run_python(program.replace("VICTIM", repr(str(victim))), LIMITS)
-    assert outcome.status == status, outcome.detail
-    assert victim.read_text() == "precious"
-
-
-def test_sandbox_hides_environment_secrets(monkeypatch):
-    monkeypatch.setenv("DATAFLOW_TEST_SECRET", "hunter2")
-    assert run_python("import os\nassert 'DATAFLOW_TEST_SECRET' not in os.environ", LIMITS).passed
-    assert run_python("open('scratch.txt', 'w').write('ok')", LIMITS).passed  # its own directory is writable
-
-
-def test_sandbox_kills_the_whole_process_group():
-    marker = Path(f"/tmp/dataflow-orphan-{os.getpid()}")
-    program = f"import os, time\nos.setsid = None\nwhile True: time.sleep(1)\nopen({str(marker)!r}, 'w')"
-    assert run_python(program, Limits(wall_seconds=1)).status == "timeout"
-    assert not marker.exists()
-
-
 def test_code_verification_rewards(builder):
     rows = [{"response": SOLUTION, "tests": TESTS},
             {"response": "def add(a, b):\n    return a - b", "tests": TESTS},
@@ -82,6 +47,25 @@ def test_code_verification_rewards(builder):
     assert got[1][1].startswith("failed: AssertionError")
     assert got[2][1] == "empty program"
     assert got[3][1].startswith("timeout")
+    counts = builder.output("o").select("reward_tests_passed", "reward_tests_total").rows()
+    assert counts == [(2, 2), (0, 2), (0, 0), (0, 2)]
+
+
+def test_without_bubblewrap_code_runs_only_when_weak_isolation_is_asked_for(builder, monkeypatch, capfd):
+    from dataflow.operators.rewards import programs, sandbox
+
+    for module in (programs, sandbox):
+        monkeypatch.setattr(module, "bubblewrap", lambda: "bubblewrap is not installed")
+    rows = [{"response": SOLUTION, "tests": TESTS},
+            {"response": "import os\ndef add(a, b):\n    os.fork()", "tests": TESTS}]
+    with pytest.raises(DataflowError, match="cannot isolate untrusted code: bubblewrap is not installed.*"
+                                            "isolation='weak'"):
+        rewards(builder, rows, CodeVerify(limits=LIMITS))
+    with pytest.warns(RuntimeWarning, match="WITHOUT OS isolation"):
+        got = rewards(builder, rows, CodeVerify(limits=LIMITS, isolation="weak"))
+    assert got[0] == (1.0, "") and got[1][0] == 0.0 and "PermissionError" in got[1][1]
+    assert "running untrusted code WITHOUT OS isolation" in capfd.readouterr().err
+    assert "WEAK" in builder.sql("select metrics from nodes where name = 'verified'")["metrics"][0]
 
 
 def test_match_json_and_function_rewards(builder):
@@ -101,3 +85,49 @@ def test_match_json_and_function_rewards(builder):
 
     got = rewards(builder, [{"response": "abcd"}, {"response": ""}], FunctionReward(brevity, {"response": str}))
     assert got[0][0] == 0.25 and got[1] == (0.0, "error: ZeroDivisionError: float division by zero")
+
+
+def test_long_expressions_are_parsed_whole_not_as_their_first_number(builder):
+    long_sum = "239" + "+1" * 1000
+    rows = [{"response": f"The answer is ${long_sum}$", "answer": "1239"},
+            {"response": f"The answer is ${long_sum}$", "answer": "239"}]
+    assert [r for r, _ in rewards(builder, rows, MathVerify(timeout=30))] == [1.0, 0.0]
+
+
+def test_the_time_bound_is_the_rows_own_and_a_slow_row_gets_no_reward(builder):
+    rows = [{"response": "The answer is 12.", "answer": "12"},
+            {"response": "The answer is $" + "239" + "+1" * 8000 + "$", "answer": "8239"}]
+    got = rewards(builder, rows, MathVerify(timeout=1.0))
+    assert got[0] == (1.0, "")  # a worker's start-up is not counted against a row
+    assert got[1][0] is None and "ran past 1s twice" in got[1][1]
+    metrics = builder.sql("select metrics from nodes where name = 'verified'")["metrics"][0]
+    assert '"unverified": 1' in metrics
+
+
+def test_a_pipeline_script_without_a_main_guard_verifies(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text("import io\nfrom dataflow import Pipeline\nfrom dataflow.build import build\n"
+                      "from dataflow.operators import MathVerify\nfrom dataflow.progress import Progress\n"
+                      "p = Pipeline('unguarded')\nrows = [{'response': 'So it is 4.', 'answer': '4'}]\n"
+                      "p.output('o', p.from_rows(rows).apply(MathVerify()))\n"
+                      f"build(p, {str(tmp_path / 'out')!r}, Progress(io.StringIO()))\n"
+                      "import polars as pl\n"
+                      f"print(pl.read_parquet({str(tmp_path / 'out' / 'o' / 'data.parquet')!r})['reward'].to_list())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("[1.0]")
+
+
+def test_a_worker_that_dies_fails_the_node_with_the_cause(builder, monkeypatch):
+    from dataflow.errors import DataflowError
+    from dataflow.operators.rewards import math_answers
+
+    monkeypatch.setattr(math_answers, "WORKER", "import os, sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+                                                "sys.stderr.write('Segmentation fault\\n')\nos._exit(139)")
+    monkeypatch.setattr(math_answers, "_idle", math_answers.queue.SimpleQueue())
+    with pytest.raises(DataflowError, match=r"node 'verified': the math-verify worker died twice on one answer "
+                                            r"\(Segmentation fault\)"):
+        rewards(builder, [{"response": "The answer is 12.", "answer": "12"}], MathVerify())

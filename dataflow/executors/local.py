@@ -113,7 +113,7 @@ class LocalExecutor:
                 sinks.append(rejects.sink_parquet(tmp / REJECTS, compression=REJECTS_CODEC, lazy=True))
             sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
             self._flush(sinks, _Pending(name, tmp, started, ctx))
-        except pl.exceptions.PolarsError as exc:  # raised by an operator collecting inside apply
+        except (pl.exceptions.PolarsError, OSError) as exc:  # raised by an operator collecting inside apply
             self.store.discard(tmp)
             raise DataflowError(f"node '{name}' failed: {str(exc).splitlines()[0]}") from exc
         except BaseException:  # an error or Ctrl-C: nothing half-written stays behind
@@ -159,7 +159,7 @@ class LocalExecutor:
             return
         try:
             pl.collect_all(self._view_sinks() + sinks, engine="streaming")
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, OSError) as exc:
             names = ", ".join(f"'{j.name}'" for j in jobs)
             raise DataflowError(f"node {names} failed: {str(exc).splitlines()[0]}") from exc
         for j in jobs:

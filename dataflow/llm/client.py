@@ -2,12 +2,16 @@
 
 ``LLMClient(model).generate(requests)`` answers each request from the cache when all its
 samples are there, and sends the rest to the backend in chunks (sorted by prompt length, so
-batches hold prompts of similar length); each chunk is stored as soon as it returns. The model
-loads only when a request misses the cache, so a warm rebuild never loads it.
+batches hold prompts of similar length). A backend that reports requests as they finish (a
+``finished`` argument: transformers, OpenAI-compatible servers) has each one stored at once, so a
+killed build repeats no finished request; the others have each chunk stored as it returns. The
+model loads only when a request misses the cache, so a warm rebuild never loads it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from typing import Callable
 
@@ -79,10 +83,20 @@ class LLMClient:
             misses.sort(key=lambda i: -sum(len(c) for _, c in requests[i].messages))
             for start in range(0, len(misses), backend.chunk_size):
                 chunk = misses[start:start + backend.chunk_size]
-                answers = backend.generate([requests[i] for i in chunk])
-                self._store(chunk, answers, keys, cached, results)
-                done(chunk)
+                self._answer(backend, chunk, requests, keys, cached, results, done)
         return results  # type: ignore[return-value]
+
+    def _answer(self, backend: Backend, chunk: list[int], requests: list[Request], keys: list[list[str]],
+                cached: dict, results: list, done: Callable[[list[int]], None]) -> None:
+        """Send one chunk of requests to the backend; store each answer as it comes (see the module doc)."""
+        def finished(j: int, answer: Response) -> None:
+            self._store([chunk[j]], [answer], keys, cached, results)
+            done([chunk[j]])
+
+        answers = _generate(backend, [requests[i] for i in chunk], finished)
+        rest = [j for j, i in enumerate(chunk) if results[i] is None]
+        self._store([chunk[j] for j in rest], [answers[j] for j in rest], keys, cached, results)
+        done([chunk[j] for j in rest])
 
     def _store(self, chunk: list[int], answers: list[Response], keys: list[list[str]],
                cached: dict, results: list) -> None:
@@ -103,6 +117,18 @@ class LLMClient:
             samples += [(k, c, answer.tokens_in) for k, c in zip(keys[i], answer.completions) if k not in cached]
             results[i] = Response(merged, answer.tokens_in)
         self.cache.put_many(self.identity, samples, failures)
+
+
+def _generate(backend: Backend, requests: list[Request], finished: Callable[[int, Response], None]) -> list[Response]:
+    """The backend's responses, reported one by one as they finish where it can."""
+    if _reports_finished(type(backend)):
+        return backend.generate(requests, finished=finished)
+    return backend.generate(requests)
+
+
+@functools.cache
+def _reports_finished(backend: type) -> bool:
+    return "finished" in inspect.signature(backend.generate).parameters
 
 
 def unload_backends() -> None:

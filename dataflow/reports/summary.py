@@ -9,9 +9,10 @@ from typing import Any, TextIO
 from dataflow.records import NodeStats, manifest_stats
 
 
-def render(manifest: dict[str, Any], stream: TextIO = sys.stdout) -> None:
+def render(manifest: dict[str, Any], stream: TextIO | None = None) -> None:
     """Print the summary of the build a manifest records: the node table, then the metrics the
     operators reported, one line per node."""
+    stream = stream or sys.stdout
     stats = manifest_stats(manifest)
     _print_table(_rows(stats), stream)
     for s in stats:

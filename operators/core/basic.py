@@ -35,7 +35,7 @@ class Filter(ViewOperator):
         return {self.score: NUMERIC} if self.score else {}
 
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
-        kind = pl.LazyFrame(schema=schema).select(self.predicate).collect_schema()
+        kind = pl.LazyFrame(schema=schema).select(self.predicate).collect().schema  # type errors show here
         dtype = next(iter(kind.values()))
         if dtype != pl.Boolean():
             raise TypeError(f"the predicate {self.predicate} gives {dtype}, not a boolean")

@@ -37,15 +37,22 @@ def _error_text(error: BaseException) -> str:
     return f"error\t{type(error).__name__}: {error}"
 
 
+def fits(values: list, dtype: pl.DataType) -> bool:
+    """Whether a column of ``dtype`` holds ``values`` as they are."""
+    try:
+        pl.Series(values, dtype=dtype, strict=True)
+    except (TypeError, pl.exceptions.PolarsError):
+        return False
+    return True
+
+
 def build_series(node: str, name: str, values: list, dtype: pl.DataType, ids: list[str]) -> pl.Series:
     """A typed column from function results; a wrong value is reported with its row id."""
     try:
         return pl.Series(name, values, dtype=dtype, strict=True)
     except (TypeError, pl.exceptions.PolarsError) as exc:
         for value, row_id in zip(values, ids):
-            try:
-                pl.Series(name, [value], dtype=dtype, strict=True)
-            except (TypeError, pl.exceptions.PolarsError):
+            if not fits([value], dtype):
                 raise DataflowError(
                     f"node '{node}': the function returned {type(value).__name__} {str(value)[:80]!r} for "
                     f"column '{name}' (declared {dtype}) on row id={row_id}; return a {dtype} value or "
@@ -114,6 +121,16 @@ class RowFunction(Operator):
             for name, value in values.items():
                 columns[name].append(value)
         dtypes = _outputs_schema(self.outputs)
+        if self.on_error == "reject":  # a value of the wrong type rejects its row, as an exception would
+            for name, values in columns.items():
+                if fits(values, dtypes[name]):
+                    continue
+                for i, value in enumerate(values):
+                    if errors[i] is None and not fits([value], dtypes[name]):
+                        errors[i] = (f"wrong_type\tcolumn '{name}': {type(value).__name__} {str(value)[:80]!r} is "
+                                     f"not {dtypes[name]}")
+                        for column in columns.values():
+                            column[i] = None
         out = df.with_columns(build_series(ctx.node, n, v, dtypes[n], ids) for n, v in columns.items())
         if self.on_error == "reject":
             out = out.with_columns(pl.Series(ERROR_COLUMN, errors, dtype=pl.String))

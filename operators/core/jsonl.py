@@ -8,12 +8,19 @@ NDJSON reader, which is fast but would silently turn a number into a string wher
 hold strings: the first pass has ruled such lines out. A block without bad lines goes to polars
 as it is; only the block being read is in memory. Blocks are written to Parquet parts in the
 node's scratch directory (one part per run of blocks with the same schema) and scanned.
+
+The first pass also rules out what polars would read differently or not at all: an integer past
+64 bits, a lone surrogate escape (both bad lines), and repeated keys in an object (such a line is
+read by Python's json, so the last value wins in both passes, as in every JSON parser here). A
+gzip-compressed file is read as it is; a byte-order mark at the start is left out.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +38,28 @@ CHUNK_BYTES = 4 << 20  # JSON text handed to polars at once (its nested-type inf
 NUMBER = "__n"  # the line (or record) number column, until ids are made from it
 KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "list", dict: "object"}
 SCALARS = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+LONG_DIGITS = re.compile(rb"\d{19}")  # an integer this long may not fit 64 bits
+INT64 = range(-(1 << 63), 1 << 63)
+COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstandard", b"PK\x03\x04": "zip"}
+
+
+def open_lines(path: Path):
+    """A file's bytes: gzip-compressed files decompressed, a UTF-8 byte-order mark left out."""
+    with open(path, "rb") as fh:
+        start = fh.read(4)
+    if start[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    fh = open(path, "rb")
+    fh.seek(3 if start[:3] == b"\xef\xbb\xbf" else 0)
+    return fh
+
+
+def compression_problem(path: Path) -> str | None:
+    """Why a file cannot be read as JSON Lines because of how it is compressed (gzip is read)."""
+    with open(path, "rb") as fh:
+        start = fh.read(6)
+    kind = next((name for magic, name in COMPRESSED.items() if start.startswith(magic)), None)
+    return f"{path} is {kind}-compressed: decompress it first, or compress it with gzip" if kind else None
 
 
 def json_kind(value: Any) -> str:
@@ -143,7 +172,7 @@ class Survey:
 def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None) -> Survey:
     """Pass 1 over the file, or over its first ``limit`` non-blank lines."""
     survey, seen = Survey(), 0
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for number, raw in enumerate(fh, 1):
             if not raw.strip():
                 survey.blank.append(number)
@@ -159,6 +188,10 @@ def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None
             if problem is None and not isinstance(value, dict):
                 problem = ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
             if problem is None:
+                problem = _polars_problem(value, raw, lenient)
+            if problem is None and not lenient and _repeated_keys(value, raw):
+                lenient = True  # Python's json reads it as orjson did: the last of the repeated keys wins
+            if problem is None:
                 survey.kinds.add(number, value)
                 if lenient:
                     survey.lenient.add(number)
@@ -167,6 +200,50 @@ def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None
                 raise DataflowError(f"{where} line {number}: {problem[1]} ({problem[0]}); {BAD_LINE_HINT}")
             survey.problems[number] = problem
     return survey
+
+
+def _polars_problem(value: dict, raw: bytes, lenient: bool) -> tuple[str, str] | None:
+    """What polars cannot hold: an integer past 64 bits, a lone surrogate (only Python's json
+    reads those)."""
+    if LONG_DIGITS.search(raw):  # orjson reads an integer past 64 bits as a float: read it exactly
+        value = _python_json(raw)[0]
+    if value is not None and (key := _long_integer(value)) is not None:
+        return "integer_too_large", (f"field '{key}' holds an integer past 64 bits; write it as a string "
+                                     f"(or a float) in the file")
+    if lenient:
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:  # a lone surrogate escape, e.g. "\ud800"
+            return "invalid_unicode", f"a string that is not valid Unicode ({exc})"
+    return None
+
+
+def _long_integer(value: Any, key: str = "") -> str | None:
+    """The field holding an integer that 64 bits cannot hold, if any."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return key if value not in INT64 else None
+    if isinstance(value, dict):
+        return next((found for k, v in value.items() if (found := _long_integer(v, k)) is not None), None)
+    if isinstance(value, list):
+        return next((found for v in value if (found := _long_integer(v, key)) is not None), None)
+    return None
+
+
+def _repeated_keys(value: dict, raw: bytes) -> bool:
+    """Whether an object of the line repeats a key (polars would keep the first value, JSON parsers
+    the last). Cheap when no key repeats: the line's key-colon count equals that of its re-encoding."""
+    keys = raw.count(b'":')
+    if keys == len(value) or keys == orjson.dumps(value).count(b'":'):
+        return False
+    repeated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        nonlocal repeated
+        repeated = repeated or len({k for k, _ in items}) < len(items)
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
+    return repeated
 
 
 def load_line(raw: bytes) -> Any:
@@ -185,12 +262,14 @@ def _python_json(raw: bytes) -> tuple[Any, tuple[str, str] | None]:
         return None, ("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line")
     except json.JSONDecodeError as exc:
         return None, ("malformed_json", f"{exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return None, ("too_deep", "values nested more than about 1,000 levels deep")
 
 
 def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
     """(number of the first line, text) for runs of whole lines of about CHUNK_BYTES."""
     number, rest = 1, b""
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         while data := fh.read(CHUNK_BYTES):
             data = rest + data
             cut = data.rfind(b"\n") + 1

@@ -7,6 +7,7 @@ a JSONL file and the 1-based record number otherwise.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
-from dataflow.operators.core.jsonl import NUMBER, good_lines, read_jsonl, records_to_frame
+from dataflow.operators.core.jsonl import NUMBER, compression_problem, good_lines, read_jsonl, records_to_frame
 from dataflow.operator import Context, Kind, Operator, Result, identity_field, on_error_problems, rejects_frame
 
 SCHEMA_SAMPLE_LINES = 1000
@@ -45,6 +46,8 @@ class FileSource(Source):
     def check(self) -> list[str]:
         if not Path(self.path).exists():
             return [f"file not found: {self.path}"]
+        if not Path(self.path).is_file():
+            return [f"{self.path} is a directory, not a file: name the file to read"]
         return []
 
     def fingerprint_extras(self) -> dict[str, Any]:
@@ -87,7 +90,10 @@ class ReadJsonl(FileSource):
         return Path(self.path).stem
 
     def check(self) -> list[str]:
-        return super().check() + on_error_problems(self.on_error)
+        problems = super().check() + on_error_problems(self.on_error)
+        if not problems and (compressed := compression_problem(Path(self.path))):
+            problems.append(compressed)
+        return problems
 
     def peek_schema(self) -> pl.Schema:
         chunks, _ = good_lines(Path(self.path), str(self.path), "reject", "", limit=SCHEMA_SAMPLE_LINES)
@@ -115,6 +121,8 @@ class ReadJson(FileSource):
             value = json.loads(Path(self.path).read_bytes())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataflowError(f"{self.path}: not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise DataflowError(f"{self.path}: values nested more than about 1,000 levels deep") from None
         if not isinstance(value, list):
             raise DataflowError(f"{self.path}: expected a JSON array of objects, got {type(value).__name__}")
         for i, record in enumerate(value, 1):
@@ -139,7 +147,10 @@ class ReadParquet(FileSource):
         return Path(self.path).stem
 
     def peek_schema(self) -> pl.Schema:
-        return pl.scan_parquet(self.path).collect_schema()
+        try:
+            return pl.scan_parquet(self.path).collect_schema()
+        except pl.exceptions.PolarsError as exc:
+            raise ValueError(f"{self.path} is not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
 
     def apply(self, ctx: Context) -> Result:
         frame = with_ids(pl.scan_parquet(self.path), ctx.node, str(self.path))
@@ -149,7 +160,10 @@ class ReadParquet(FileSource):
 @dataclass(frozen=True)
 class ReadCsv(FileSource):
     """Reads a CSV file with a header row, streamed. Column types come from the first
-    ``CSV_TYPE_ROWS`` rows, or every column is text with ``infer_types=False``."""
+    ``CSV_TYPE_ROWS`` rows, or every column is text with ``infer_types=False``. Before the data is
+    read, one pass checks the file's shape: a row with more or fewer fields than the header, a
+    quoted field that never ends, a repeated column name or a line that is not UTF-8 is an error
+    naming the line."""
 
     separator: str = ","
     infer_types: bool = True
@@ -162,9 +176,14 @@ class ReadCsv(FileSource):
                            infer_schema_length=CSV_TYPE_ROWS)
 
     def peek_schema(self) -> pl.Schema:
-        return self._scan(self.infer_types).collect_schema()
+        try:
+            return self._scan(self.infer_types).collect_schema()
+        except pl.exceptions.PolarsError as exc:
+            raise ValueError(f"{self.path}: cannot read as CSV ({str(exc).splitlines()[0]})") from exc
 
     def apply(self, ctx: Context) -> Result:
+        if problem := csv_shape_problem(Path(self.path), self.separator):
+            raise DataflowError(f"{self.path} {problem}")
         scan = self._scan(self.infer_types)
         try:  # one streaming pass that parses every field, so a bad value fails here, named
             scan.select(pl.all().null_count()).collect(engine="streaming")
@@ -194,6 +213,30 @@ class ReadCsv(FileSource):
         except pl.exceptions.PolarsError:
             pass  # not readable even as text: polars' own message says why
         return reason
+
+
+def csv_shape_problem(path: Path, separator: str) -> str | None:
+    """Where a CSV file is not a table: the line and what is wrong there, or None."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, delimiter=separator, strict=True)
+            header = next(reader, None)
+            if not header:
+                return "line 1: no header row (the file is empty)"
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                return f"line 1: the header repeats column name(s) {repeated}; give every column its own name"
+            start = reader.line_num + 1
+            for record in reader:
+                if record and len(record) != len(header):
+                    return (f"line {reader.line_num}: {len(record)} field(s), but the header has {len(header)}; "
+                            f"fix the row (a separator inside a value needs quotes)")
+                start = reader.line_num + 1
+    except csv.Error as exc:
+        return f"line {start}: {exc} (a quoted field that starts here may never end)"
+    except UnicodeDecodeError:
+        return f"line {first_line_not_utf8(path)}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv)."
+    return None
 
 
 def first_line_not_utf8(path: Path) -> int | None:

@@ -9,7 +9,7 @@ import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result, on_error_problems
 from dataflow.operators.core.functions import RowFunction
-from dataflow.schemas import get_schema
+from dataflow.schemas import SCHEMAS, get_schema
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Validate(Operator):
         return on_error_problems(self.on_error)
 
     def required_columns(self) -> dict[str, Any]:
-        return dict(get_schema(self.schema).columns)
+        return dict(get_schema(self.schema).columns) if self.schema in SCHEMAS else {}
 
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         return schema

@@ -1,59 +1,155 @@
-"""Math answers checked against gold answers with math-verify, in worker processes with a time bound."""
+"""Math answers checked against gold answers with math-verify, in worker processes with a time bound.
+
+Workers are plain ``python -c`` processes (started once per process and kept): they import nothing
+of the pipeline, so a pipeline script without an ``if __name__ == "__main__"`` guard works, and the
+time bound counts only a row's own verification, never a worker's start. A worker verifies in a
+thread with a 512 MB stack and a recursion limit of 200,000, so deep expressions (a sum of
+thousands of terms) are parsed as what they are; math-verify would otherwise fall back to the first
+number it sees. A row past the time bound is retried once in a fresh worker, then gets no reward
+(null, with the reason); a worker that dies twice on one answer fails the node with its error.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
+import atexit
+import json
 import os
+import queue
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from dataflow.errors import DataflowError
 from dataflow.operator import runtime_field
 from dataflow.operators.rewards.base import Verifier
 
+WORKER = r'''
+import json, logging, sys, threading
+logging.disable(logging.CRITICAL)
+sys.setrecursionlimit(200_000)
+threading.stack_size(512 << 20)
+from math_verify import parse, verify
 
-def _math_check(gold: Any, response: Any) -> tuple[float, str]:
-    """Runs in a worker process, whose main thread lets math-verify use its own alarm timeouts."""
-    from math_verify import parse, verify
 
+def check(gold, response):
     if not isinstance(response, str) or not response.strip():
         return 0.0, "empty response"
-    gold_parsed = parse(str(gold) if "$" in str(gold) else f"${gold}$")
+    gold_parsed = parse(str(gold) if "$" in str(gold) else f"${gold}$", parsing_timeout=None)
     if not gold_parsed:
         return 0.0, f"gold answer {str(gold)[:40]!r} does not parse"
-    predicted = parse(response)
+    predicted = parse(response, parsing_timeout=None)
     if not predicted:
         return 0.0, "no answer found in the response"
-    if verify(gold_parsed, predicted):
+    if verify(gold_parsed, predicted, timeout_seconds=None):
         return 1.0, ""
     return 0.0, f"answer {str(predicted[-1])[:40]} does not match gold {str(gold_parsed[-1])[:40]}"
 
 
-def run_with_timeouts(fn: Callable, items: list[tuple], seconds: float, workers: int) -> list[Any]:
-    """``fn(*item)`` for each item in spawned worker processes; an item that runs past
-    ``seconds`` gives ``None`` and its pool is replaced."""
-    results: list[Any] = [None] * len(items)
-    todo = list(range(len(items)))
-    context = multiprocessing.get_context("spawn")
-    while todo:
-        with context.Pool(workers) as pool:
-            futures = {i: pool.apply_async(fn, items[i]) for i in todo}
-            todo = []
-            for i, future in futures.items():
-                if todo:  # the pool was abandoned: resubmit the rest
-                    todo.append(i)
-                    continue
-                try:
-                    results[i] = future.get(timeout=seconds)
-                except multiprocessing.TimeoutError:
-                    todo = [j for j in futures if j > i]
-                    pool.terminate()
-    return results
+def serve():
+    print("ready", flush=True)
+    for line in sys.stdin:
+        gold, response = json.loads(line)
+        try:
+            result = check(gold, response)
+        except Exception as exc:
+            result = (0.0, f"math-verify failed: {type(exc).__name__}: {str(exc)[:200]}")
+        print(json.dumps(result), flush=True)
+
+
+thread = threading.Thread(target=serve)
+thread.start()
+thread.join()
+'''
+
+
+class MathWorker:
+    """One worker process: a row in, its (reward, detail) out, within a time bound."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        if self._line(120.0) != "ready":
+            raise DataflowError(f"the math-verify worker did not start: {self.error()}; install it with "
+                                f"pip install 'dataflow[rewards]'")
+
+    def check(self, gold: Any, response: Any, seconds: float) -> tuple[float, str] | str:
+        """The verdict, "timeout" past ``seconds``, or "died" when the worker exited."""
+        try:
+            self.proc.stdin.write(json.dumps([gold if isinstance(gold, (int, float)) else str(gold), response]) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return "died"
+        line = self._line(seconds)
+        if line is None:
+            return "timeout" if self.proc.poll() is None else "died"
+        reward, detail = json.loads(line)
+        return float(reward), detail
+
+    def _line(self, seconds: float) -> str | None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout=seconds):
+                return None
+        line = self.proc.stdout.readline()
+        return line.strip() if line else None
+
+    def error(self) -> str:
+        self.stop()
+        return (self.proc.stderr.read().strip().splitlines() or ["no error output"])[-1][-300:]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+_idle: queue.SimpleQueue[MathWorker] = queue.SimpleQueue()  # workers kept for the next rows
+_started: list[MathWorker] = []
+_lock = threading.Lock()
+
+
+def _worker() -> MathWorker:
+    try:
+        return _idle.get_nowait()
+    except queue.Empty:
+        worker = MathWorker()
+        with _lock:
+            _started.append(worker)
+        return worker
+
+
+@atexit.register
+def _stop_workers() -> None:
+    for worker in _started:
+        if worker.proc.poll() is None:
+            worker.stop()
+
+
+def verify_answer(gold: Any, response: Any, seconds: float) -> tuple[float | None, str]:
+    """(reward, detail) of one answer; a second timeout gives no reward."""
+    for attempt in (1, 2):
+        worker = _worker()
+        started = time.monotonic()
+        outcome = worker.check(gold, response, seconds)
+        if isinstance(outcome, tuple):
+            _idle.put(worker)
+            return outcome
+        cause = worker.error()  # the worker is stopped: a fresh one takes the retry
+        if outcome == "died" and attempt == 2:
+            raise DataflowError(f"the math-verify worker died twice on one answer ({cause}); the answer starts "
+                                f"{str(response)[:80]!r}")
+    return None, f"verification ran past {seconds:g}s twice ({time.monotonic() - started:.1f}s)"
 
 
 @dataclass(frozen=True)
 class MathVerify(Verifier):
     """Checks the final answer in ``response`` against the gold ``answer`` with math-verify
-    (LaTeX, fractions, equivalent expressions); ``timeout`` bounds each check."""
+    (LaTeX, fractions, equivalent expressions); ``timeout`` bounds each check (see the module doc).
+    A row whose check ran past it twice has a null reward (unscored) and the metric ``unverified``."""
 
     response: str = "response"
     answer: str = "answer"
@@ -67,7 +163,6 @@ class MathVerify(Verifier):
     def required_columns(self) -> dict[str, Any]:
         return {self.response: str, self.answer: None}
 
-    def check_rows(self, rows: list[dict]) -> list[tuple[float, str]]:
-        pairs = [(row[self.answer], row[self.response]) for row in rows]
-        found = run_with_timeouts(_math_check, pairs, self.timeout, self.workers)
-        return [r if r is not None else (0.0, f"verification ran past {self.timeout:g}s") for r in found]
+    def check_rows(self, rows: list[dict]) -> list[tuple[float | None, str]]:
+        with ThreadPoolExecutor(self.workers) as pool:
+            return list(pool.map(lambda row: verify_answer(row[self.answer], row[self.response], self.timeout), rows))

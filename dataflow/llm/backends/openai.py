@@ -18,7 +18,7 @@ import os
 import random
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from dataflow.errors import DataflowError
@@ -77,16 +77,24 @@ class OpenAIBackend:
         if served and self.model not in served:
             raise DataflowError(f"{where} serves {served}, not '{self.model}'; fix the #MODEL part of the spec")
 
-    def generate(self, requests: list[Request]) -> list[Response]:
-        return asyncio.run(self._generate_all(requests))
+    def generate(self, requests: list[Request],
+                 finished: Callable[[int, Response], None] | None = None) -> list[Response]:
+        """Responses in request order; ``finished(i, response)`` as soon as request i is done."""
+        return asyncio.run(self._generate_all(requests, finished or (lambda i, response: None)))
 
-    async def _generate_all(self, requests: list[Request]) -> list[Response]:
+    async def _generate_all(self, requests: list[Request], finished: Callable[[int, Response], None]) -> list[Response]:
         import httpx
 
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(i: int, request: Request) -> Response:
+            response = await self._one(http, gate, request)
+            finished(i, response)
+            return response
+
         async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as http:
-            return list(await asyncio.gather(*(self._one(http, gate, r) for r in requests)))
+            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     async def _one(self, http, gate, request: Request) -> Response:
         n = request.sampling.n

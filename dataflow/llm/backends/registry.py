@@ -26,7 +26,9 @@ class Backend(Protocol):
         """Fail (with a DataflowError naming the row) before the first chunk if a request cannot run."""
 
     def generate(self, requests: list[Request]) -> list[Response]:
-        """One response per request, in order; a failed request is a Response with ``error``."""
+        """One response per request, in order; a failed request is a Response with ``error``. A
+        backend may also take ``finished``, a function it calls with (index, response) as each
+        request finishes, so that the client stores it at once."""
 
 
 @dataclass(frozen=True)

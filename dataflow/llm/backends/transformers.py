@@ -15,6 +15,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
@@ -81,14 +82,18 @@ class TransformersBackend:
                 f"those rows before this step (e.g. node.filter(pl.col(...).str.len_chars() < ...)), "
                 f"or use a model with a longer context.")
 
-    def generate(self, requests: list[Request]) -> list[Response]:
+    def generate(self, requests: list[Request],
+                 finished: Callable[[int, Response], None] | None = None) -> list[Response]:
+        """Responses in request order; ``finished(i, response)`` as soon as request i is done."""
         prompts = [self.encode(r) for r in requests]
+        report = (lambda i, samples: finished(i, Response(samples, len(prompts[i])))) if finished else None
         with self.torch.inference_mode():
-            texts = self._run(prompts, [r.sampling for r in requests])
+            texts = self._run(prompts, [r.sampling for r in requests], report)
         return [Response(texts[i], len(prompts[i])) for i in range(len(requests))]
 
     # -- the decode loop -------------------------------------------------------------------
-    def _run(self, prompts: list[list[int]], samplings: list[Sampling]) -> list[list[Completion]]:
+    def _run(self, prompts: list[list[int]], samplings: list[Sampling],
+             report: Callable[[int, list[Completion]], None] | None = None) -> list[list[Completion]]:
         out: list[list[Completion | None]] = [[None] * s.n for s in samplings]
         pending = deque(sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
         batch: _Batch | None = None
@@ -103,12 +108,12 @@ class TransformersBackend:
                 if admitted:
                     new = self._prefill(admitted, prompts, samplings)
                     batch = new if batch is None else batch.merge(new)
-                    self._finish(batch, out)
+                    self._finish(batch, out, report)
             if batch is None or batch.size == 0:
                 batch = None
                 continue
             batch.step(self._sample(batch.step_logits(self.model), batch.sequences))
-            self._finish(batch, out)
+            self._finish(batch, out, report)
             if batch.size == 0:
                 batch = None
         return out  # type: ignore[return-value]
@@ -165,15 +170,18 @@ class TransformersBackend:
         sampled = torch.searchsorted(cdf, (draws * cdf[:, -1])[:, None]).squeeze(1).clamp(max=cdf.shape[1] - 1)
         return torch.where(greedy, chosen, sampled)
 
-    def _finish(self, batch: _Batch, out: list[list[Completion | None]]) -> None:
-        """Move finished sequences out of the batch into ``out``."""
+    def _finish(self, batch: _Batch, out: list[list[Completion | None]],
+                report: Callable[[int, list[Completion]], None] | None) -> None:
+        """Move finished sequences out of the batch into ``out``; report requests now complete."""
         keep = []
         for row, seq in enumerate(batch.sequences):
             done = self._completion(seq)
             if done is None:
                 keep.append(row)
-            else:
-                out[seq.request][seq.sample] = done
+                continue
+            out[seq.request][seq.sample] = done
+            if report and None not in out[seq.request]:
+                report(seq.request, out[seq.request])
         if len(keep) < batch.size:
             batch.select(keep)
 
