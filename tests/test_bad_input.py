@@ -50,6 +50,7 @@ CASES = {  # name: (files, pipeline source, extra CLI args, what the error must 
     "csv: a row with a field too many": ({"in.csv": "a,b\n1,2\n3,4,5\n"}, read("read_csv", "in.csv"), [], "line 3"),
     "csv: a row with a field too few": ({"in.csv": "a,b\n1,2\n3\n"}, read("read_csv", "in.csv"), [], "line 3"),
     "csv: an unbalanced quote": ({"in.csv": 'a,b\n1,2\n"3,4\n5,6\n'}, read("read_csv", "in.csv"), [], "line 3"),
+    "csv: an unbalanced quote in the header": ({"in.csv": '"a,b\n1,2\n'}, read("read_csv", "in.csv"), [], "line 1"),
     "csv: bytes that are not UTF-8": ({"in.csv": b"a,b\n1,2\n\xff,3\n"}, read("read_csv", "in.csv"), [], "line 3"),
     "csv: a value that does not fit its column": ({"in.csv": "a\n" + "1\n" * 10_001 + "x\n"}, read("read_csv", "in.csv"),
                                                   [], "row 10002, column 'a'"),

@@ -205,11 +205,11 @@ def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None
 def _polars_problem(value: dict, raw: bytes, lenient: bool) -> tuple[str, str] | None:
     """What polars cannot hold: an integer past 64 bits, a lone surrogate (only Python's json
     reads those)."""
-    if LONG_DIGITS.search(raw):  # orjson reads an integer past 64 bits as a float: read it exactly
-        value = _python_json(raw)[0]
-    if value is not None and (key := _long_integer(value)) is not None:
-        return "integer_too_large", (f"field '{key}' holds an integer past 64 bits; write it as a string "
-                                     f"(or a float) in the file")
+    if LONG_DIGITS.search(raw):  # shorter integers fit; orjson reads longer ones as floats: read them exactly
+        exact = _python_json(raw)[0]
+        if exact is not None and (key := _long_integer(exact)) is not None:
+            return "integer_too_large", (f"field '{key}' holds an integer past 64 bits; write it as a string "
+                                         f"(or a float) in the file")
     if lenient:
         try:
             orjson.dumps(value)

@@ -50,6 +50,9 @@ class FileSource(Source):
             return [f"{self.path} is a directory, not a file: name the file to read"]
         return []
 
+    def label(self) -> str:
+        return Path(self.path).stem
+
     def fingerprint_extras(self) -> dict[str, Any]:
         return {"content": file_digest(Path(self.path))}
 
@@ -86,9 +89,6 @@ class ReadJsonl(FileSource):
 
     on_error: str = "raise"
 
-    def label(self) -> str:
-        return Path(self.path).stem
-
     def check(self) -> list[str]:
         problems = super().check() + on_error_problems(self.on_error)
         if not problems and (compressed := compression_problem(Path(self.path))):
@@ -112,9 +112,6 @@ class ReadJsonl(FileSource):
 @dataclass(frozen=True)
 class ReadJson(FileSource):
     """Reads a JSON file holding an array of objects."""
-
-    def label(self) -> str:
-        return Path(self.path).stem
 
     def _records(self, node: str) -> pl.DataFrame:
         try:
@@ -143,9 +140,6 @@ class ReadJson(FileSource):
 class ReadParquet(FileSource):
     """Reads a Parquet file (streamed; only the footer is read at compile time)."""
 
-    def label(self) -> str:
-        return Path(self.path).stem
-
     def peek_schema(self) -> pl.Schema:
         try:
             return pl.scan_parquet(self.path).collect_schema()
@@ -167,9 +161,6 @@ class ReadCsv(FileSource):
 
     separator: str = ","
     infer_types: bool = True
-
-    def label(self) -> str:
-        return Path(self.path).stem
 
     def _scan(self, infer_types: bool) -> pl.LazyFrame:
         return pl.scan_csv(self.path, separator=self.separator, infer_schema=infer_types,
@@ -217,6 +208,7 @@ class ReadCsv(FileSource):
 
 def csv_shape_problem(path: Path, separator: str) -> str | None:
     """Where a CSV file is not a table: the line and what is wrong there, or None."""
+    start = 1  # where the record being read starts
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh, delimiter=separator, strict=True)
