@@ -6,11 +6,11 @@ release_freed_pages()  # before anything imports polars
 
 import numpy  # noqa: E402, F401  (first: imported under polars' typing patches it took 2-3x as long, ~50 ms)
 
-from dataflow.errors import CompileError, DataflowError, RowError
+from dataflow.errors import CompileError, DataflowError, GateError, RowError
 from dataflow.operator import Context, Operator, Rejection, Result
 from dataflow.operators.core.functions import batch_op, global_op, row_op
 from dataflow.pipeline import Node, Pipeline
 
 __version__ = "0.1.0"
-__all__ = ["CompileError", "Context", "DataflowError", "Node", "Operator", "Pipeline", "Rejection", "Result",
-           "RowError", "batch_op", "global_op", "row_op"]
+__all__ = ["CompileError", "Context", "DataflowError", "GateError", "Node", "Operator", "Pipeline", "Rejection",
+           "Result", "RowError", "batch_op", "global_op", "row_op"]

@@ -10,11 +10,12 @@ import uuid
 from pathlib import Path
 
 from dataflow.compiler import CompiledPipeline
-from dataflow.errors import DataflowError
+from dataflow.errors import DataflowError, GateError
 from dataflow.executors import executor_class
+from dataflow.gates import GateKeeper, failure_report
 from dataflow.memory import bounded_read_ahead
 from dataflow.operator import Kind
-from dataflow.outputs import write_output
+from dataflow.outputs import withdraw_output, write_output
 from dataflow.pipeline import Pipeline, parameter_overrides
 from dataflow.plan import plan_build
 from dataflow.progress import Progress
@@ -70,7 +71,8 @@ def plan(pipeline: Pipeline, out: Path, rebuild: tuple[str, ...] = ()) -> tuple[
 
 def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str, ...] = (),
           executor: str = "local") -> BuildReport:
-    """Build ``pipeline`` into ``out`` with the executor registered as ``executor``."""
+    """Build ``pipeline`` into ``out`` with the executor registered as ``executor``. When a gate fails,
+    the build records what it did and raises GateError."""
     started, started_at = time.perf_counter(), now()
     run_nodes = executor_class(executor)
     compiled, plans = plan(pipeline, out, rebuild)
@@ -79,16 +81,27 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
     run = {"run_id": uuid.uuid4().hex[:12], "pipeline": pipeline.name, "started": started_at, "status": "failed"}
     try:
         store.remove_stale_tmp()
+        gates = GateKeeper(compiled.gates, store, previous_manifest(store, pipeline.name), progress)
         with bounded_read_ahead():
-            stats = run_nodes(store, progress).run(compiled, plans)
-            written = [name for name in compiled.outputs if write_output(store, compiled, name, stats)]
-        report = BuildReport([stats[n] for n in compiled.order], written, time.perf_counter() - started)
+            stats = run_nodes(store, progress).run(compiled, plans, gates.passes)
+            skipped_nodes = [name for name in compiled.order if stats[name].status == "skipped"]
+            held = {r.node for r in gates.results if r.failed} | set(skipped_nodes)  # their outputs are not written
+            skipped_outputs = [name for name, spec in compiled.outputs.items() if spec.node in held]
+            written = [name for name in compiled.outputs
+                       if name not in skipped_outputs and write_output(store, compiled, name, stats)]
+            for name in skipped_outputs:
+                withdraw_output(store, name)
+        report = BuildReport([stats[n] for n in compiled.order], written, time.perf_counter() - started, gates.results)
         nodes = {s.name: node_record(s, plans[s.name], Kind(compiled.nodes[s.name].op.kind).value,
                                      compiled.nodes[s.name].inputs, store) for s in report.stats}
-        outputs = {name: {"node": spec.node, "schema": spec.schema} for name, spec in compiled.outputs.items()}
+        outputs = {name: {"node": spec.node, "schema": spec.schema, "skipped": name in skipped_outputs}
+                   for name, spec in compiled.outputs.items()}
         write_manifest(store, pipeline, nodes, outputs, report, started_at)
-        run.update(status="ok", nodes_built=sum(s.status != "cached" for s in report.stats),
+        run.update(status="gate_failed" if report.failed_gates else "ok",
+                   nodes_built=sum(s.status in ("built", "view") for s in report.stats),
                    nodes_cached=sum(s.status == "cached" for s in report.stats))
+        if report.failed_gates:
+            raise GateError(failure_report(report.failed_gates, skipped_nodes, skipped_outputs))
         return report
     except KeyboardInterrupt:
         run["status"] = "interrupted"

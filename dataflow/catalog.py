@@ -1,8 +1,10 @@
-"""DuckDB views over a build: every node, every output, ``rejects``, ``runs`` and ``nodes``."""
+"""DuckDB views over a build: every node, every output, ``rejects``, ``runs``, ``nodes`` and ``gates``.
+A node or output that a failed gate skipped has no view."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
@@ -10,12 +12,14 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import REJECTS_SCHEMA
-from dataflow.records import read_manifest, reject_constants, runs_path
+from dataflow.records import manifest_gates, read_manifest, reject_constants, runs_path
 from dataflow.store import DATA, REJECTS
 
 SQL_TYPES = {pl.String(): "VARCHAR", pl.Float64(): "DOUBLE"}
 REJECTS_COLUMNS = {column: SQL_TYPES[dtype] for column, dtype in REJECTS_SCHEMA.items()}
 REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()) + " WHERE false"
+GATES_SCHEMA = {"node": pl.String, "condition": pl.String, "key": pl.String, "measured": pl.Float64, "note": pl.String,
+                "bound": pl.Float64, "passed": pl.Boolean, "warn": pl.Boolean, "message": pl.String}
 
 
 def _quote(name: str) -> str:
@@ -42,6 +46,8 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     nodes = manifest["nodes"]
     rejects = []
     for name, node in nodes.items():
+        if node["status"] == "skipped":
+            continue
         entry = out / node["store"]
         if (entry / REJECTS).exists():
             rejects.append(_rejects_select(entry))
@@ -51,8 +57,8 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
                         f"(SELECT id FROM read_parquet({_literal(entry / REJECTS)}))")
         else:
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(entry / DATA)})")
-    for name in manifest["outputs"]:
-        if name not in nodes:
+    for name, spec in manifest["outputs"].items():
+        if name not in nodes and not spec.get("skipped"):
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(out / name / DATA)})")
     con.execute(f"CREATE VIEW rejects AS {' UNION ALL '.join(rejects) or REJECTS_EMPTY}")
     con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs_path(out))})")
@@ -61,6 +67,8 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
                            | {"metrics": json.dumps(node.get("metrics") or {})}
                           for node in nodes.values()])
     con.register("nodes", table.to_arrow())
+    gates = pl.DataFrame([asdict(r) for r in manifest_gates(manifest)], schema=GATES_SCHEMA, strict=False)
+    con.register("gates", gates.to_arrow())
     return con
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataflow.errors import DataflowError
+from dataflow.errors import DataflowError, GateError
 
 DESCRIPTION = """\
 dataflow builds post-training datasets from a pipeline file (a DAG of operators).
@@ -17,12 +17,13 @@ commands:
                       lists the pipeline's parameters.
   query "SQL"         SQL (DuckDB) over the last build: every node and output is a view
                       named after it, plus `rejects` (dropped rows with reasons), `runs`
-                      (build history) and `nodes` (per-node stats).
+                      (build history), `nodes` (per-node stats) and `gates` (gate results).
   show NAME           the first rows and the schema of a node or output.
   report              the summary of the last build (nodes, rows, rejects, metrics).
   clean               delete cached node results that no build references.
 
-exit status: 0 on success, 1 on an error (explained in one paragraph), 130 when interrupted.
+exit status: 0 on success, 1 on an error or a failed gate (explained in one paragraph), 130 when
+interrupted.
 """
 
 
@@ -57,12 +58,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         to_build = sum(not p.cached for p in plans.values())
         print(f"{to_build} of {len(plans)} node(s) to build")
         return 0
-    progress = make_progress()
+    progress, failed_gate = make_progress(), None
     try:
         report = build(pipeline, args.out, progress, tuple(args.rebuild), executor=args.executor)
+    except GateError as exc:  # the build recorded what it did: show that, then the failed conditions
+        failed_gate = exc
     finally:
         progress.close()
     render("summary")(read_manifest(args.out))
+    if failed_gate:
+        raise failed_gate
     if report.nothing_done:
         print(f"nothing to do: all {len(report.stats)} nodes are cached and the outputs are up to date")
     else:

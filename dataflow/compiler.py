@@ -12,6 +12,7 @@ import polars as pl
 
 from dataflow.dtypes import matches
 from dataflow.errors import CompileError
+from dataflow.gates import Gate
 from dataflow.operator import Operator, missing_or_mistyped
 from dataflow.pipeline import OutputSpec, Pipeline
 from dataflow.schemas import SCHEMAS
@@ -32,6 +33,7 @@ class CompiledPipeline:
     order: list[str]  # topological: inputs before consumers
     nodes: dict[str, CompiledNode]
     outputs: dict[str, OutputSpec]  # output name -> its node and record schema
+    gates: dict[str, list[Gate]] = field(default_factory=dict)  # node -> its stage gates
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -83,6 +85,7 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
             schemas[name] = schema
     problems += [problem for out, spec in p.outputs.items() if spec.node in schemas
                  for problem in _record_problems(out, spec, schemas[spec.node])]
+    problems += [problem for gate in p.gates if gate.node in schemas for problem in gate.problems(schemas[gate.node])]
     if problems:
         raise CompileError(problems)
 
@@ -90,7 +93,10 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
     for n in order:
         for ref in nodes[n].inputs:
             nodes[ref].consumers.append(n)
-    return CompiledPipeline(p, order, nodes, dict(p.outputs))
+    gates: dict[str, list[Gate]] = {}
+    for gate in p.gates:
+        gates.setdefault(gate.node, []).append(gate)
+    return CompiledPipeline(p, order, nodes, dict(p.outputs), gates)
 
 
 def _record_problems(out: str, spec: OutputSpec, schema: pl.Schema) -> list[str]:

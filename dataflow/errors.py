@@ -25,3 +25,7 @@ class RowError(DataflowError):
             f"node '{node}' failed on row id={row_id}: {type(error).__name__}: {error}. "
             f"Fix the function, or pass on_error='reject' to send such rows to rejects and go on."
         )
+
+
+class GateError(DataflowError):
+    """Gate conditions failed: what they protect was skipped; every finished node is kept."""

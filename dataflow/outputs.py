@@ -36,6 +36,17 @@ def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dic
     return True
 
 
+def withdraw_output(store: Store, name: str) -> None:
+    """Remove output ``name`` from the output folder: a gate held it back, and what an earlier
+    build wrote there must not pass for this build's data."""
+    target = store.out / name
+    if target.exists():
+        gone = store.tmp / f"withdrawn-{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        gone.parent.mkdir(parents=True, exist_ok=True)
+        target.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)

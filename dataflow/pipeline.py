@@ -21,6 +21,7 @@ from typing import Any, Callable
 import polars as pl
 
 from dataflow.errors import DataflowError
+from dataflow.gates import ARGUMENTS, Gate
 from dataflow.operator import Operator
 from dataflow.operators.core.sources import FromRows, ReadCsv, ReadHF, ReadJson, ReadJsonl, ReadParquet
 
@@ -107,6 +108,7 @@ class Pipeline:
         self.nodes: dict[str, NodeSpec] = {}
         self.outputs: dict[str, OutputSpec] = {}
         self.declared_params: dict[str, Param] = {}
+        self.gates: list[Gate] = []  # stage gates, by node (see Node.gate)
         self.problems: list[str] = []  # declaration problems, reported by compile
         if not PIPELINE_NAME.match(name or ""):
             self.problems.append(f"pipeline name {name!r} names the build's records: use letters, digits, '_', '-' "
@@ -308,6 +310,24 @@ class Node:
         from dataflow.operators.core.validate import Validate
 
         return self.apply(Validate(schema, on_error=on_error), name=name)
+
+    def gate(self, **conditions: Any) -> Node:
+        """A stage gate: conditions this node must meet before its outputs and anything downstream
+        are built; returns this node, whose data and fingerprint it leaves alone. Conditions:
+        ``min_rows``, ``max_reject_share``, ``min_distinct_2`` (with ``column``), ``min_valid_share``
+        (with ``schema``), ``min_coverage`` (with ``column`` and ``expected``), ``min_margin_share``
+        (with ``min_margin``, ``margin_column``); ``warn=True`` warns instead of failing. See
+        ``dataflow.gates`` for what each measures.
+
+            pairs.gate(min_rows=50, min_distinct_2=0.3, column="chosen")
+        """
+        unknown = [key for key in conditions if key not in ARGUMENTS]
+        if unknown:
+            self.pipeline.problems.append(f"gate on node '{self.name}': unknown argument {unknown[0]}=; a gate "
+                                          f"takes {', '.join(ARGUMENTS)}")
+        else:
+            self.pipeline.gates.append(Gate(self.name, **conditions))
+        return self
 
 
 def _parse_value(name: str, text: str, default: Any) -> Any:

@@ -63,6 +63,8 @@ def explain(components: dict[str, Any], shown: dict[str, str], before: dict[str,
         return "new node (not built before)"
     old = before.get("components", {})
     if before.get("fingerprint") == fingerprint:
+        if before.get("status") == "skipped":
+            return "not built yet: the previous build skipped it after a failed gate"
         return "its cache entry is missing (cleaned or never finished)"
     if old.get("op") != components["op"]:
         return f"operator changed ({old.get('op')} -> {components['op']})"

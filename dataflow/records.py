@@ -1,7 +1,7 @@
 """What a build recorded, in one place: node plans and stats, each stored node's ``meta.json``, the
-manifest of a build (nodes, outputs with their record schema, parameters, versions) and the run
-history. The executors, the catalog, the CLI, the reports and the training command read and write
-build records only through this module.
+manifest of a build (nodes, outputs with their record schema, gate results, parameters, versions)
+and the run history. The executors, the catalog, the CLI, the reports and the training command read
+and write build records only through this module.
 
 Files, under ``<out>/``: ``manifest.json`` (the latest build), ``.dataflow/builds/<pipeline>.json``
 (the latest build of each pipeline, for "why is this rebuilt"), ``.dataflow/runs.jsonl`` (one line
@@ -43,10 +43,10 @@ class NodeStats:
 
     name: str
     op: str
-    status: str  # "built", "cached" or "view" (a filter stored as its rejects)
+    status: str  # "built", "cached", "view" (a filter stored as its rejects) or "skipped" (after a failed gate)
     fingerprint: str
     rows_in: int | None
-    rows_out: int
+    rows_out: int | None  # None when skipped
     rejected: int
     seconds: float
     reason: str = ""
@@ -55,14 +55,39 @@ class NodeStats:
 
 
 @dataclass
+class GateResult:
+    """One condition of a node's gate, as a build checked it (see ``dataflow.gates``)."""
+
+    node: str
+    condition: str  # the gate's keyword, e.g. "min_distinct_2"
+    key: str  # what was measured (the measure and its arguments), to reuse it on the same stored node
+    measured: float | None  # None: undefined (nothing to measure), which fails
+    note: str  # shown with the value, e.g. "310 of 1,000 rows in" or the missing expected values
+    bound: float
+    passed: bool
+    warn: bool  # a failure warns instead of stopping the build
+    message: str  # the condition in words: "distinct-2 of 'chosen' is 0.21 (...), below 0.3"
+
+    @property
+    def failed(self) -> bool:
+        """Whether this result stops what comes after its node."""
+        return not self.passed and not self.warn
+
+
+@dataclass
 class BuildReport:
     stats: list[NodeStats]
     outputs_written: list[str]
     seconds: float
+    gates: list[GateResult] = field(default_factory=list)
 
     @property
     def nothing_done(self) -> bool:
         return all(s.status == "cached" for s in self.stats) and not self.outputs_written
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [r for r in self.gates if r.failed]
 
 
 # -- stored nodes ---------------------------------------------------------------------------
@@ -109,16 +134,22 @@ def manifest_stats(manifest: dict[str, Any]) -> list[NodeStats]:
     return [NodeStats(**{k: v for k, v in node.items() if k in names}) for node in manifest["nodes"].values()]
 
 
+def manifest_gates(manifest: dict[str, Any]) -> list[GateResult]:
+    """The gate results of the build a manifest records, in the order they were checked."""
+    return [GateResult(**result) for result in manifest.get("gates", [])]
+
+
 def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]], outputs: dict[str, dict[str, Any]],
                    report: BuildReport, started: str) -> None:
-    """Write the manifest of a finished build (``nodes``: each node's stats and plan; ``outputs``:
-    each output's node and record schema)."""
+    """Write the manifest of a finished build, or of one stopped by a gate (``nodes``: each node's
+    stats and plan; ``outputs``: each output's node, record schema and whether it was skipped)."""
     manifest = {
         "pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None),
         "started": started, "finished": now(), "seconds": round(report.seconds, 3),
         "params": pipeline.params, "versions": _versions(), "nodes": nodes,
         "outputs": {name: {**spec, "rows": nodes[spec["node"]]["rows_out"], "path": name}
                     for name, spec in outputs.items()},
+        "gates": [asdict(result) for result in report.gates],
     }
     text = json.dumps(manifest, indent=1, default=str)
     (store.root / "builds").mkdir(parents=True, exist_ok=True)
@@ -160,9 +191,11 @@ def referenced_fingerprints(store: Store) -> set[str]:
 
 def outputs_of(out: Path, schema: str | None = None) -> dict[str, dict[str, Any]]:
     """The latest build's outputs (name -> node, rows, path, schema), those of one record schema
-    (``sft``, ``preference``, ``prompt``, ...) when ``schema`` is given."""
+    (``sft``, ``preference``, ``prompt``, ...) when ``schema`` is given. An output a failed gate
+    skipped is none of them, whatever an earlier build left in its directory."""
     outputs = read_manifest(out)["outputs"]
-    return {name: spec for name, spec in outputs.items() if schema is None or spec.get("schema") == schema}
+    return {name: spec for name, spec in outputs.items()
+            if not spec.get("skipped") and (schema is None or spec.get("schema") == schema)}
 
 
 def append_run(store: Store, run: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ k = p.param("k", 4)
 model = p.param("model", "local")
 judge_model = p.param("judge_model", "local")
 max_tokens = p.param("max_tokens", 96)
-min_margin = p.param("min_margin", 1.0)
+min_margin = p.param("min_margin", 0.2, help="the least score margin of a pair (weighted judge scores)")
 
 raw = p.read_jsonl("data/instructions.jsonl", name="raw", on_error="reject")
 chats = raw.apply(ToConversation(), name="chats").dedup("messages", name="deduped")

@@ -22,7 +22,7 @@ ALLOWED = {  # layer -> the layers it may import
     "text": {"base"},
     "core": {"base", "schemas", "text", "core"},
     "family": {"base", "schemas", "llm", "text", "core", "generation.base"},
-    "engine": {"base", "schemas", "llm", "core", "engine"},
+    "engine": {"base", "schemas", "llm", "text", "core", "engine"},
 }
 
 

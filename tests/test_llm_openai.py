@@ -4,12 +4,15 @@ completions API, with injected 429 / 500 / timeouts / malformed bodies / refused
 A user turn may start with a fault directive: ``[429x2] text`` answers 429 (Retry-After: 0) to
 the first two calls for that text, ``[500x1]``, ``[timeoutx1]``, ``[malformedx1]`` likewise,
 ``[400]`` always refuses (echoing the Authorization header), ``[down]`` answers 503 until the
-server is healed.
+server is healed. A judge prompt is answered in its JSON form only when the request carries a
+``response_format`` of a type the server accepts (``formats``); a refused type gets
+``refusal_status`` with an error naming ``response_format``. ``logprobs`` are given when asked.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import threading
@@ -22,7 +25,7 @@ import pytest
 from dataflow import Pipeline
 from dataflow.errors import DataflowError
 from dataflow.llm.client import unload_backends
-from dataflow.operators import BestOfK, Generate
+from dataflow.operators import BestOfK, Generate, JudgeScore
 
 KEY = "sk-test-SECRET-4f9a1c"
 FAULT = re.compile(r"^\[(429|500|timeout|malformed)x(\d+)\] ")
@@ -31,9 +34,12 @@ FAULT = re.compile(r"^\[(429|500|timeout|malformed)x(\d+)\] ")
 class ChatServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, supports_n: bool = True, lifetime_s: float = 120.0):
+    def __init__(self, supports_n: bool = True, lifetime_s: float = 120.0, formats: tuple[str, ...] = ("json_schema",),
+                 refusal_status: int = 400):
         super().__init__(("127.0.0.1", 0), ChatHandler)
         self.supports_n, self.healed = supports_n, False
+        self.formats, self.refusal_status = formats, refusal_status
+        self.format_requests: Counter[str] = Counter()  # requests per response_format type
         self.calls: Counter[str] = Counter()  # chat requests per user text
         self.auth: list[str] = []
         self.lock = threading.Lock()
@@ -84,6 +90,9 @@ class ChatHandler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/v1/completions":  # a raw-text request: continue the prompt
+            return self._send(200, json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+                                                            "text": f"continued {body['prompt']!r}"}]}))
         text = body["messages"][-1]["content"]
         with self.server.lock:
             self.server.calls[text] += 1
@@ -104,12 +113,34 @@ class ChatHandler(BaseHTTPRequestHandler):
             return self._send(400, json.dumps({"error": f"bad request from {self.headers.get('Authorization')}"}))
         if text.startswith("[down]") and not self.server.healed:
             return self._send(503, '{"error": "overloaded"}')
+        form = (body.get("response_format") or {}).get("type")
+        if form:
+            with self.server.lock:
+                self.server.format_requests[form] += 1
+            if form not in self.server.formats:
+                return self._send(self.server.refusal_status,
+                                  json.dumps({"error": f"response_format type '{form}' is not supported"}))
+        if "[Response]" in text:
+            return self._send(200, json.dumps({"choices": [judged(bool(form), body.get("top_logprobs"))]}))
         n = body.get("n", 1) if self.server.supports_n else 1
         choices = [{"index": i, "finish_reason": "stop",
                     "message": {"role": "assistant", "content": f"reply to {text} #{i} t={body['temperature']} "
                                                                 f"seed={body['seed']}"}} for i in range(n)]
         self._send(200, json.dumps({"id": "x", "object": "chat.completion", "model": body["model"], "choices": choices,
                                     "usage": {"prompt_tokens": len(text.split()), "completion_tokens": 5 * n}}))
+
+
+def judged(constrained: bool, top: int | None) -> dict:
+    """A judge's choice: in its JSON form when constrained (scores 7, 8, 6 at 0.6, 0.3, 0.1 with
+    ``top`` alternatives), else prose that names no score."""
+    if not constrained:
+        return {"index": 0, "finish_reason": "stop", "message": {"content": "A fine answer, I would say."}}
+    tokens = ['{"', "score", '":', " ", "7", ', "rationale": "ok"}']
+    content = [{"token": t, "logprob": 0.0, "top_logprobs": [{"token": t, "logprob": 0.0}]} for t in tokens]
+    content[4]["logprob"] = math.log(0.6)
+    content[4]["top_logprobs"] = [{"token": t, "logprob": math.log(p)} for t, p in (("7", .6), ("8", .3), ("6", .1))]
+    choice = {"index": 0, "finish_reason": "stop", "message": {"content": "".join(tokens)}}
+    return {**choice, "logprobs": {"content": content}} if top else choice
 
 
 @pytest.fixture(autouse=True)
@@ -220,3 +251,40 @@ def test_a_wrong_model_name_is_reported_with_the_served_ones(builder):
         wrong = spec(server).replace("#test-model", "#other-model")
         with pytest.raises(DataflowError, match="serves \\['test-model'\\], not 'other-model'"):
             builder.build(pipeline(wrong, ["hello"]))
+
+
+def judge_pipeline(model: str, answers: list[str]) -> Pipeline:
+    p = Pipeline("judged")
+    rows = p.from_rows([{"prompt": "What is 2+2?", "response": a} for a in answers], name="rows")
+    p.output("scores", rows.apply(JudgeScore(models=(model,), max_attempts=2), name="judge"))
+    return p
+
+
+@pytest.mark.parametrize("status", [422, 500])
+def test_a_server_with_the_json_object_form_gets_the_schema_that_way_and_once_found_remembered(builder, status):
+    with ChatServer(formats=("json_object",), refusal_status=status) as server:
+        report = builder.build(judge_pipeline(spec(server, concurrency=1), [str(i) for i in range(6)]))
+        scores = builder.output("scores")
+        assert scores["score"].to_list() == pytest.approx([7 * .6 + 8 * .3 + 6 * .1] * 6)  # weighted
+        assert server.format_requests == {"json_schema": 1, "json_object": 6}  # refused once, remembered
+        assert "json_object form" in metrics(report, "judge")["fallbacks"]
+        assert "judge_invalid_replies" not in metrics(report, "judge")
+
+
+def test_a_server_without_response_format_falls_back_to_retries_and_says_so(builder):
+    with ChatServer(formats=()) as server:
+        report = builder.build(judge_pipeline(spec(server, concurrency=1), ["4", "5"]))
+        assert builder.output("scores").height == 0
+        rejects = builder.rejects("judge")
+        assert set(rejects["reason"]) == {"judge_invalid"}  # never a silent score
+        assert all("A fine answer" in d for d in rejects["detail"])
+        assert "replies are parsed and retried" in metrics(report, "judge")["fallbacks"]
+
+
+def test_a_raw_prompt_goes_to_the_completions_endpoint(builder):
+    from dataflow.llm import LLMClient, Request, Sampling
+
+    with ChatServer() as server:
+        client = LLMClient(spec(server), log=lambda text: None)
+        [response] = client.generate([Request((), Sampling(max_tokens=8), prompt="<|im_start|>user\n")])
+    assert response.completions[0].text == "continued '<|im_start|>user\\n'"

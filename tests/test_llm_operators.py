@@ -53,7 +53,8 @@ class FakeBackend:
                 if reply == "FAIL":
                     answers.append(Response(error="HTTP 503: overloaded"))
                     continue
-                answers.append(Response([Completion(reply, "stop", 3)] * r.sampling.n, 7))
+                finish = "length" if reply.endswith("...") else "stop"
+                answers.append(Response([Completion(reply, finish, 3)] * r.sampling.n, 7))
                 continue
             s = r.sampling
             answers.append(Response([Completion(f"echo {text} k={k} t={s.temperature} seed={s.seed}", "stop", 4)
@@ -217,22 +218,22 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "requ
 
 
 def test_structured_generation_retries_invalid_output_then_rejects_with_the_reason(builder):
-    hint = "\n\nAnswer with a JSON value only, matching this JSON schema:\n" + json.dumps(SCHEMA, sort_keys=True,
-                                                                                       separators=(",", ":"))
+    hint = "\n\nAnswer with a JSON value only, matching this JSON schema:\n" + json.dumps(SCHEMA, separators=(",", ":"))
     FakeBackend.script = {"good" + hint: ['{"answer": 4}'],
                           "second try" + hint: ["not json", '```json\n{"answer": 5}\n```'],
                           "wrong type" + hint: ['{"answer": "four"}'],
-                          "never json" + hint: ["sorry"]}
+                          "never json" + hint: ["sorry"], "cut short" + hint: ['{"answer": ...']}
     op = StructuredGenerate("{q}", model="fake:m", json_schema=SCHEMA, max_attempts=3)
-    build_one(builder, op, [{"q": q} for q in ("good", "second try", "wrong type", "never json")])
+    build_one(builder, op, [{"q": q} for q in ("good", "second try", "wrong type", "never json", "cut short")])
     out = builder.output("out").sort("id")
     assert out.select("q", "response", "response_attempts").rows() == [("good", '{"answer": 4}', 1),
                                                                         ("second try", '{"answer": 5}', 2)]
     rejects = builder.rejects("gen")
-    assert rejects["reason"].to_list() == ["schema_mismatch", "invalid_json"]
+    assert rejects["reason"].to_list() == ["schema_mismatch", "invalid_json", "truncated_json"]
+    assert "max_tokens (256) ran out" in json.loads(rejects["detail"][2])["error"]
     detail = json.loads(rejects["detail"][0])
     assert detail["attempts"] == 3 and "answer" in detail["error"] and detail["output"] == '{"answer": "four"}'
-    report = build_one(builder, op, [{"q": q} for q in ("good", "second try", "wrong type", "never json")])
+    report = build_one(builder, op, [{"q": q} for q in ("good", "second try", "wrong type", "never json", "cut short")])
     assert builder.status(report)["gen"] == "cached"  # invalid output is a model answer, not a failure
 
 
@@ -326,3 +327,17 @@ def test_a_new_llm_operator_gets_cache_retries_and_rejects_from_the_base(builder
     again = build_one(builder, Exclaim(max_attempts=2), [{"q": q} for q in "abcd"])
     assert builder.status(again)["gen"] == "built"  # the failed request is retried, the rest from the cache
     assert node_metrics(again)["llm_calls"] == 1 and node_metrics(again)["cache_hits"] == 5
+
+
+def test_a_cache_written_before_logprobs_is_read_and_extended(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the table as builds before logprobs wrote it
+        db.execute("create table samples (key text primary key, model text not null, text text not null, "
+                   "finish_reason text not null, tokens_in integer, tokens_out integer, created real not null)")
+        db.execute("insert into samples values ('old', 'm', 'hello', 'stop', 3, 1, 0)")
+    cache = RequestCache(path)
+    assert cache.get_many(["old"])["old"][0] == Completion("hello", "stop", 1)
+    cache.put_many("m", [("new", Completion("hi", "stop", 1, ["hi"], [{"hi": -0.1, "yo": -2.3}]), 3)], [])
+    assert cache.get_many(["new"])["new"][0].top_logprobs == [{"hi": -0.1, "yo": -2.3}]

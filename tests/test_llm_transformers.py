@@ -131,3 +131,63 @@ def test_a_killed_generation_repeats_no_finished_request(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "out" / "manifest.json").read_text())["nodes"]["gen"]["metrics"]
     assert metrics["cache_hits"] >= stored and metrics["llm_calls"] == 24 - metrics["cache_hits"]
+
+
+PERSON = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 24},
+    "role": {"enum": ["chef", "pilot", "poet"]},
+    "age": {"type": "integer", "minimum": 18, "maximum": 90},
+    "skills": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
+    "home": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"],
+             "additionalProperties": False}},
+    "required": ["name", "role", "age", "skills", "home"], "additionalProperties": False}
+
+
+def test_constrained_decoding_never_gives_output_outside_the_schema(backend):
+    import json
+
+    import jsonschema
+
+    schema = json.dumps(PERSON)
+    requests = [Request((("user", f"Invent a person from story {i}."),),
+                        Sampling(max_tokens=160, temperature=1.0, seed=i, n=2, json_schema=schema)) for i in range(6)]
+    completions = [c for r in backend.generate(requests) for c in r.completions]
+    for c in completions:  # bounded strings and arrays: every output completes within the budget
+        assert c.finish_reason == "stop", c.text
+        jsonschema.validate(json.loads(c.text), PERSON)
+        assert list(json.loads(c.text)) == list(PERSON["properties"])  # written in the schema's order
+    assert len({c.text for c in completions}) > 6  # sampling still samples
+
+
+def test_a_schema_that_cannot_compile_fails_before_generating(backend):
+    bad = Request((("user", "hi"),), Sampling(json_schema='{"type": "object", "properties": {"a": {"$ref": "#/x"}}}'))
+    with pytest.raises(DataflowError, match=r"node 'n': the JSON schema cannot be compiled .*'/x' does not exist"):
+        backend.prepare("n", [bad], ["row-1"])
+
+
+def test_logprobs_are_the_generated_tokens_and_their_most_likely_alternatives(backend):
+    response = backend.generate([ask("What is the capital of France?", temperature=0.0, logprobs=3)])[0]
+    c = response.completions[0]
+    assert "".join(c.tokens) == c.text and len(c.top_logprobs) == len(c.tokens) == c.tokens_out
+    for token, top in zip(c.tokens, c.top_logprobs):
+        assert len(top) == 3 and max(top, key=top.get) == token  # greedy: the chosen token is the likeliest
+        assert all(v <= 0 for v in top.values())
+
+
+def test_judges_on_the_default_model_give_valid_weighted_scores_and_probabilities(builder, tmp_path, monkeypatch):
+    from dataflow.operators import JudgeScore, PairwiseJudge
+
+    monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "cache.sqlite"))
+    rows = [{"prompt": "What is 2 + 2?", "response": r, "response_a": "4", "response_b": "5"} for r in ("4", "22")]
+    p = Pipeline("judged")
+    source = p.from_rows(rows, name="rows")
+    p.output("scores", source.apply(JudgeScore(models=("local?batch_size=4",), max_tokens=48), name="point"))
+    p.output("verdicts", source.apply(PairwiseJudge(models=("local?batch_size=4",), max_tokens=48), name="pair"))
+    report = builder.build(p)
+    scores, verdicts = builder.output("scores"), builder.output("verdicts")
+    assert scores.height == 2 and verdicts.height == 2  # no invalid reply to reject
+    assert all(1 <= s <= 10 for s in scores["score"]) and scores["score_entropy"].null_count() == 0
+    assert scores["score"].n_unique() == 2  # probability-weighted: no tie
+    assert all(0 <= v <= 1 for v in verdicts["verdict_p_a"])
+    for node in ("point", "pair"):
+        assert "judge_invalid_replies" not in next(s.metrics for s in report.stats if s.name == node)

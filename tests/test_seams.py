@@ -68,7 +68,8 @@ def test_outputs_record_their_record_schema(builder):
     assert list(outputs_of(builder.out, schema="preference")) == ["dpo"]
     assert outputs_of(builder.out)["raw"]["schema"] is None
     manifest = json.loads((builder.out / "manifest.json").read_text())
-    assert manifest["outputs"]["dpo"] == {"node": "pairs", "schema": "preference", "rows": 1, "path": "dpo"}
+    assert manifest["outputs"]["dpo"] == {"node": "pairs", "schema": "preference", "rows": 1, "path": "dpo",
+                                         "skipped": False}
     assert "- records: `preference`" in (builder.out / "dpo" / "README.md").read_text()
 
 

@@ -7,7 +7,8 @@ chain over one base frame: a single ``__stage`` column holds the index of the fi
 fails, so every predicate is evaluated once, and each view's rejects are written in the same
 ``collect_all`` pass as the next stored node: ids and scores per row, the node, reason and detail
 once in its meta.json (``reject_constants``). Every node is committed atomically as soon as it is
-complete: a crash or Ctrl-C keeps what finished, and a rebuild resumes there.
+complete: a crash or Ctrl-C keeps what finished, and a rebuild resumes there. A node with gates is
+committed before they are checked; when they fail, everything downstream of it is skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
@@ -65,19 +67,29 @@ class LocalExecutor:
     def __init__(self, store: Store, progress: Progress):
         self.store, self.progress = store, progress
 
-    def run(self, compiled: CompiledPipeline, plans: dict[str, NodePlan]) -> dict[str, NodeStats]:
+    def run(self, compiled: CompiledPipeline, plans: dict[str, NodePlan],
+            passes_gates: Callable[[NodeStats], bool] = lambda stats: True) -> dict[str, NodeStats]:
         self.compiled, self.plans = compiled, plans
         self.frames: dict[str, pl.LazyFrame] = {}
         self.stats: dict[str, NodeStats] = {}
         self.pending: list[_Pending] = []
         self.counted: set[str] = set()  # nodes whose row counts are known (cached or committed)
         self.chains: dict[str, tuple[_Chain, pl.LazyFrame]] = {}  # view -> (its chain, marked frame)
+        self.stopped: dict[str, str] = {}  # node -> the node upstream of it (or itself) that failed a gate
         try:
             for name in compiled.order:
+                failed = next((self.stopped[i] for i in compiled.nodes[name].inputs if i in self.stopped), None)
+                if failed:
+                    self._skip(name, failed)
+                    continue
                 if plans[name].cached:
                     self._use_cached(name)
                 else:
                     self._build(name)
+                if name in compiled.gates:
+                    self._flush([], None)  # gates measure the node as stored
+                    if not passes_gates(self.stats[name]):
+                        self.stopped[name] = name
             self._flush([], None)
         finally:
             for job in self.pending:
@@ -90,6 +102,13 @@ class LocalExecutor:
         self.stats[name] = cached_stats(self.store, name, fp)
         self.counted.add(name)
         self.progress.cached(self.stats[name])
+
+    def _skip(self, name: str, failed: str) -> None:
+        node, plan = self.compiled.nodes[name], self.plans[name]
+        self.stopped[name] = failed
+        self.stats[name] = NodeStats(name, type(node.op).__name__, "skipped", plan.fingerprint, None, None, 0, 0.0,
+                                     f"a gate failed on '{failed}'", {k: str(v) for k, v in node.schema.items()})
+        self.progress.log(f"[skipped] {name}: a gate failed on '{failed}'")
 
     def _build(self, name: str) -> None:
         node, plan = self.compiled.nodes[name], self.plans[name]

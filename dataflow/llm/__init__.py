@@ -11,13 +11,14 @@ registry in :mod:`dataflow.llm.backends`; the cache is in :mod:`dataflow.llm.cac
 (``$DATAFLOW_MODELS_DIR``). Pipelines use the operators in ``dataflow.operators.generation``.
 """
 
-from dataflow.llm.backends import (Backend, BackendType, model_identity, open_backend, register_backend, resolve_spec,
-                                   spec_problems)
+from dataflow.llm.backends import (Backend, BackendType, model_identity, open_backend, pre_query_text, register_backend,
+                                   resolve_spec, spec_problems)
 from dataflow.llm.cache import RequestCache, cache_path
 from dataflow.llm.client import LLMClient, unload_backends
 from dataflow.llm.spec import ModelSpec, SpecError, parse_spec
 from dataflow.llm.types import Completion, Request, Response, Sampling
 
 __all__ = ["Backend", "BackendType", "Completion", "LLMClient", "ModelSpec", "Request", "RequestCache", "Response",
-           "Sampling", "SpecError", "cache_path", "model_identity", "open_backend", "parse_spec", "register_backend",
+           "Sampling", "SpecError", "cache_path", "model_identity", "open_backend", "parse_spec", "pre_query_text",
+           "register_backend",
            "resolve_spec", "spec_problems", "unload_backends"]

@@ -23,7 +23,7 @@ from dataflow.paths import user_cache_dir
 
 SCHEMA = """
 create table if not exists samples (key text primary key, model text not null, text text not null,
-    finish_reason text not null, tokens_in integer, tokens_out integer, created real not null);
+    finish_reason text not null, tokens_in integer, tokens_out integer, created real not null, logprobs text);
 create table if not exists failures (key text primary key, model text not null, error text not null,
     attempts integer not null, last real not null);
 create table if not exists retry_generations (scope text primary key, generation integer not null);
@@ -37,8 +37,10 @@ def cache_path() -> Path:
 
 
 def sample_key(model: str, request: Request, index: int) -> str:
-    text = json.dumps({"model": model, "messages": request.messages, "sampling": request.sampling.cache_fields(),
-                       "index": index}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fields = {"model": model, "messages": request.messages, "sampling": request.sampling.cache_fields(), "index": index}
+    if request.prompt is not None:
+        fields["prompt"] = request.prompt
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
@@ -52,6 +54,8 @@ class RequestCache:
         self.db.execute("pragma synchronous=normal")
         self.db.execute("pragma busy_timeout=60000")
         self.db.executescript(SCHEMA)
+        if "logprobs" not in {row[1] for row in self.db.execute("pragma table_info(samples)")}:
+            self.db.execute("alter table samples add column logprobs text")  # a cache written before logprobs
 
     def close(self) -> None:
         self.db.close()
@@ -63,10 +67,11 @@ class RequestCache:
             for start in range(0, len(keys), 500):
                 part = keys[start:start + 500]
                 marks = ",".join("?" * len(part))
-                rows = self.db.execute(f"select key, text, finish_reason, tokens_in, tokens_out from samples "
-                                       f"where key in ({marks})", part)
-                for key, text, finish, tokens_in, tokens_out in rows:
-                    found[key] = (Completion(text, finish, tokens_out), tokens_in)
+                rows = self.db.execute(f"select key, text, finish_reason, tokens_in, tokens_out, logprobs "
+                                       f"from samples where key in ({marks})", part)
+                for key, text, finish, tokens_in, tokens_out, logprobs in rows:
+                    tokens, top = json.loads(logprobs) if logprobs else (None, None)
+                    found[key] = (Completion(text, finish, tokens_out, tokens, top), tokens_in)
         return found
 
     def put_many(self, model: str, samples: list[tuple[str, Completion, int | None]],
@@ -77,8 +82,9 @@ class RequestCache:
             self.db.execute("begin immediate")
             try:
                 self.db.executemany(
-                    "insert or ignore into samples values (?, ?, ?, ?, ?, ?, ?)",
-                    [(k, model, c.text, c.finish_reason, tin, c.tokens_out, now) for k, c, tin in samples])
+                    "insert or ignore into samples values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(k, model, c.text, c.finish_reason, tin, c.tokens_out, now, _logprobs(c))
+                     for k, c, tin in samples])
                 self.db.executemany("delete from failures where key = ?", [(k,) for k, _, _ in samples])
                 self.db.executemany(
                     "insert into failures values (?, ?, ?, 1, ?) on conflict(key) do update set "
@@ -99,6 +105,12 @@ class RequestCache:
         with self._lock:
             self.db.execute("insert into retry_generations values (?, 1) on conflict(scope) do update set "
                             "generation = generation + 1", (scope,))
+
+
+def _logprobs(completion: Completion) -> str | None:
+    if completion.top_logprobs is None:
+        return None
+    return json.dumps([completion.tokens, completion.top_logprobs], ensure_ascii=False)
 
 
 _open: dict[Path, RequestCache] = {}

@@ -5,7 +5,9 @@ samples are there, and sends the rest to the backend in chunks (sorted by prompt
 batches hold prompts of similar length). A backend that reports requests as they finish (a
 ``finished`` argument: transformers, OpenAI-compatible servers) has each one stored at once, so a
 killed build repeats no finished request; the others have each chunk stored as it returns. The
-model loads only when a request misses the cache, so a warm rebuild never loads it.
+model loads only when a request misses the cache, so a warm rebuild never loads it. A fallback a
+backend took (its ``notes``: e.g. a server without ``response_format``) is recorded as the node's
+``fallbacks`` metric, so the summary names it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from dataflow.errors import DataflowError
 from dataflow.llm.backends import Backend, model_identity, open_backend
@@ -27,12 +29,14 @@ _loaded: dict[str, Backend] = {}  # backends loaded in this process, by spec: a 
 
 class LLMClient:
     def __init__(self, model: str | ModelSpec, node: str = "llm", cache: RequestCache | None = None,
-                 count: Callable[[str, int], None] | None = None, log: Callable[[str], None] = print):
+                 count: Callable[[str, int], None] | None = None, log: Callable[[str], None] = print,
+                 record: Callable[[str, Any], None] | None = None):
         self.spec = as_spec(model)
         self.model, self.node, self.log = self.spec.text, node, log
         self.identity = model_identity(self.spec)
         self.cache = cache or shared_cache()
         self.count = count or (lambda metric, amount: None)
+        self.record = record or (lambda metric, value: None)
         self._backend: Backend | None = None
 
     @property
@@ -84,6 +88,8 @@ class LLMClient:
             for start in range(0, len(misses), backend.chunk_size):
                 chunk = misses[start:start + backend.chunk_size]
                 self._answer(backend, chunk, requests, keys, cached, results, done)
+            if getattr(backend, "notes", None):
+                self.record("fallbacks", "; ".join(backend.notes))
         return results  # type: ignore[return-value]
 
     def _answer(self, backend: Backend, chunk: list[int], requests: list[Request], keys: list[list[str]],

@@ -26,10 +26,13 @@ def sampling_parameters(source: Any) -> dict[str, Any]:
 @dataclass(frozen=True, kw_only=True)
 class Sampling(SamplingParameters):
     """Sampling parameters of a chat request. ``n`` completions share the prompt (prefix sharing);
-    completion ``k`` is reproducible from (``seed``, ``k``). ``json_schema`` is JSON text."""
+    completion ``k`` is reproducible from (``seed``, ``k``). ``json_schema`` is JSON text that the
+    completion must match (constrained decoding where the backend has it). ``logprobs`` asks for
+    that many most likely tokens, with their log-probabilities, at every generated position."""
 
     n: int = 1
     json_schema: str | None = None
+    logprobs: int = 0
 
     def cache_fields(self) -> dict[str, Any]:
         """What identifies one sample of this request (``n`` does not: sample k is sample k)."""
@@ -50,15 +53,20 @@ class Sampling(SamplingParameters):
             found.append(f"n must be a positive int, not {self.n!r}")
         if not isinstance(self.seed, int):
             found.append(f"seed must be an int, not {self.seed!r}")
+        if not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20:
+            found.append(f"logprobs must be an int from 0 to 20, not {self.logprobs!r}")
         return found
 
 
 @dataclass(frozen=True)
 class Request:
-    """A chat request: turns as (role, content) pairs, and its sampling parameters."""
+    """A chat request: turns as (role, content) pairs, and its sampling parameters. With
+    ``prompt``, a raw-text request instead: the model continues that text with no chat template
+    (``messages`` is then empty; OpenAI-compatible servers get ``/v1/completions``)."""
 
     messages: tuple[tuple[str, str], ...]
     sampling: Sampling = Sampling()
+    prompt: str | None = None
 
     def chat(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -72,9 +80,14 @@ class Request:
 
 @dataclass
 class Completion:
+    """One sample. With ``logprobs`` asked: ``tokens`` are the texts of the generated tokens and
+    ``top_logprobs[i]`` maps the most likely texts at position i to their log-probabilities."""
+
     text: str
     finish_reason: str  # "stop" or "length"
     tokens_out: int | None = None
+    tokens: list[str] | None = None
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 @dataclass
@@ -98,8 +111,9 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def schema_text(schema: dict | str | None) -> str | None:
-    """A JSON schema as canonical JSON text."""
+    """A JSON schema as compact JSON text. Keys keep their order: the order of ``properties`` is
+    the order in which constrained decoding writes them (a judge's verdict before its rationale)."""
     if schema is None:
         return None
     value = json.loads(schema) if isinstance(schema, str) else schema
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"))

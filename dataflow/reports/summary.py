@@ -1,17 +1,17 @@
 """The build summary: a table of the nodes (status, rows in and out, rejected, time, why built),
-then the metrics each operator reported, one line per node."""
+then the metrics each operator reported, one line per node, then every gate condition checked."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any, TextIO
 
-from dataflow.records import NodeStats, manifest_stats
+from dataflow.records import NodeStats, manifest_gates, manifest_stats
 
 
 def render(manifest: dict[str, Any], stream: TextIO | None = None) -> None:
-    """Print the summary of the build a manifest records: the node table, then the metrics the
-    operators reported, one line per node."""
+    """Print the summary of the build a manifest records: the node table, the metrics the
+    operators reported, one line per node, and the gate conditions, one line each."""
     stream = stream or sys.stdout
     stats = manifest_stats(manifest)
     _print_table(_rows(stats), stream)
@@ -19,13 +19,17 @@ def render(manifest: dict[str, Any], stream: TextIO | None = None) -> None:
         if s.metrics:
             shown = ", ".join(f"{k}={_metric(v)}" for k, v in s.metrics.items())
             print(f"  {s.name}: {shown}", file=stream)
+    for r in manifest_gates(manifest):
+        verdict = "passed" if r.passed else "warning" if r.warn else "FAILED"
+        print(f"  gate on {r.node}: {verdict}: {r.message}", file=stream)
 
 
 def _rows(stats: list[NodeStats]) -> list[list[str]]:
     rows = []
     for s in stats:
         note = s.reason if s.status != "cached" else ""
-        rows.append([s.name, s.status, "" if s.rows_in is None else f"{s.rows_in:,}", f"{s.rows_out:,}",
+        rows.append([s.name, s.status, "" if s.rows_in is None else f"{s.rows_in:,}",
+                     "" if s.rows_out is None else f"{s.rows_out:,}",
                      f"{s.rejected:,}", f"{s.seconds:.2f}", note])
     return rows
 

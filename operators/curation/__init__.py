@@ -1,5 +1,5 @@
 """The curation family: near-duplicate removal, decontamination, heuristic measures, language id,
-fastText quality and diversity metrics."""
+fastText quality, ROUGE-L novelty and diversity metrics."""
 
 from dataflow.operators.curation.decontaminate import Decontaminate
 from dataflow.operators.curation.diversity import DiversityMetrics
@@ -7,9 +7,10 @@ from dataflow.operators.curation.heuristics import (CharacterMeasures, LengthMea
                                                     RepetitionMeasures, StopWordMeasures)
 from dataflow.operators.curation.language import LanguageId
 from dataflow.operators.curation.minhash import MinHashDedup
+from dataflow.operators.curation.novelty import NoveltyFilter
 from dataflow.operators.curation.quality import FastTextQuality, FastTextTrain
 from dataflow.operators.curation.semantic import SemanticDedup
 
 __all__ = ["CharacterMeasures", "Decontaminate", "DiversityMetrics", "FastTextQuality", "FastTextTrain", "LanguageId",
-           "LengthMeasures", "MinHashDedup", "RefusalMeasures", "RepetitionMeasures", "SemanticDedup",
+           "LengthMeasures", "MinHashDedup", "NoveltyFilter", "RefusalMeasures", "RepetitionMeasures", "SemanticDedup",
            "StopWordMeasures"]

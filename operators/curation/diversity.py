@@ -15,14 +15,7 @@ import numpy as np
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, ngram_hashes, prepared_texts, token_hashes
-
-
-def distinct_n(texts: pl.Series, n: int) -> float | None:
-    """Distinct word n-grams over all n-grams of the texts; None when there is no n-gram."""
-    tokens, lengths = token_hashes(prepared_texts(texts, "word"), "word", seed=3)
-    grams = ngram_hashes(tokens, lengths, n)[0]
-    return len(np.unique(grams)) / len(grams) if len(grams) else None
+from dataflow.operators.text import column_text, distinct_n
 
 
 def mean_pairwise_distance(vectors: np.ndarray) -> float | None:
@@ -60,7 +53,8 @@ class DiversityMetrics(Operator):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         table = frame.collect()
-        texts = table.sort("id").select(column_text(self.column, table.schema[self.column]).alias("t")).to_series()
+        text = column_text(self.column, table.schema[self.column], self.roles)
+        texts = table.sort("id").select(text.alias("t")).to_series()
         texts = texts.filter(texts.fill_null("").str.strip_chars().str.len_bytes() > 0)
         for n in (1, 2):
             value = distinct_n(texts, n)

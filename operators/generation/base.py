@@ -27,34 +27,42 @@ may give several output rows (``rows``): a candidate per sample, a verdict from 
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import polars as pl
 
 from dataflow.fingerprint import digest, qualified_name
 from dataflow.llm import LLMClient, ModelSpec, Request, Sampling, model_identity, resolve_spec, spec_problems
 from dataflow.llm.cache import shared_cache
-from dataflow.llm.types import SamplingParameters, sample_seed, sampling_parameters
+from dataflow.llm.types import SamplingParameters, sample_seed, sampling_parameters, schema_text
 from dataflow.operator import Context, Kind, Operator, Rejection, Result, fingerprint_parameters, rejects_frame
+from dataflow.schemas import prompt_turns
 
 FAILED_REASON = "llm_error"
 RETRY_TEMPERATURE = 0.7  # the least temperature of a retry: a new seed at temperature 0 repeats the reply
 _SOURCE = "__dataflow_source"
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.S)
 
 Messages = tuple[tuple[str, str], ...]  # (role, content) turns
 
 
 @dataclass(frozen=True)
 class Ask:
-    """One prompt of a row: its messages, how many valid replies it wants from each model, and its
-    temperature when it is not the operator's."""
+    """One prompt of a row: its messages (or a raw ``prompt`` text, continued with no chat
+    template), how many valid replies it wants from each model, its temperature and token budget
+    when they are not the operator's, and the JSON schema its replies must match."""
 
     messages: Messages
     n: int = 1
     temperature: float | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    json_schema: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Reply:
     tokens_out: int | None
     model: str  # the spec that answered
     attempt: int  # 0 for the first ask, 1 for the first retry, ...
+    tokens: list[str] | None = None  # with logprobs asked and given: the generated tokens' texts
+    top_logprobs: list[dict[str, float]] | None = None  # ... and the most likely texts per position
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +104,10 @@ class LLMOperator(SamplingParameters, Operator):
     def generated_columns(self) -> dict[str, pl.DataType]:
         """The columns the operator adds (or replaces), with their types."""
         raise NotImplementedError
+
+    def row_columns(self) -> list[str]:
+        """The columns of the rows ``asks`` and ``rows`` see (besides ``id``)."""
+        return list(self.required_columns())
 
     def asks(self, row: dict) -> dict[str, Ask]:
         """The prompts of a row, by key; by default one prompt wanting one reply."""
@@ -138,7 +152,7 @@ class LLMOperator(SamplingParameters, Operator):
     # -- run time --------------------------------------------------------------------------
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         table = frame.collect()
-        columns = ["id", *[c for c in self.required_columns() if c != "id"]]
+        columns = ["id", *[c for c in self.row_columns() if c != "id"]]
         rows, keys, asks, rejects = {}, {}, {}, []
         for row in table.select(columns).iter_rows(named=True):
             try:
@@ -150,65 +164,73 @@ class LLMOperator(SamplingParameters, Operator):
             rows[row["id"]], keys[row["id"]] = row, list(asked)
             asks.update({(row["id"], key): ask for key, ask in asked.items()})
         ctx.record("model", ",".join(self.model_specs()))
-        valid, problems, failed = self._ask_models(asks, rows, ctx)
-        if failed:
-            shared_cache().bump_retry_generation(self.scope())
+        answers = self.ask(asks, rows, ctx)
         produced = []
         for row_id, row in rows.items():
             try:
-                if row_id in failed:
-                    raise Rejection(FAILED_REASON, failed[row_id])
-                for key in keys[row_id]:
-                    if not valid[(row_id, key)]:
-                        raise problems.get((row_id, key), Rejection("no_reply", "the model returned no completion"))
-                replies = {key: valid[(row_id, key)] for key in keys[row_id]}
+                replies = {key: answers.replies(row_id, key) for key in keys[row_id]}
                 produced += [{**out, _SOURCE: row_id} for out in self.rows(row, replies, ctx)]
             except Rejection as rejection:
-                rejects.append({"id": row_id, "reason": rejection.reason, "detail": rejection.detail})
+                rejects.append(reject_row(row_id, rejection))
         return Result(self._output(table, produced), rejects_frame(rejects))
 
-    def _ask_models(self, asks: dict[tuple[str, str], Ask], rows: dict[str, dict], ctx: Context
-                    ) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], Rejection], dict[str, str]]:
-        """Each model's valid parsed replies per ask, the last problem of each ask, and the error of
-        each row whose request failed."""
+    def ask(self, asks: dict[tuple[str, str], Ask], rows: dict[str, dict], ctx: Context,
+            parse: Callable[[Reply, dict], dict[str, Any]] | None = None, progress: bool = True,
+            models: tuple[str, ...] | None = None) -> Answers:
+        """What the models (default: all of ``model_specs``) answered to ``asks`` (keyed by
+        ``(row id, key)``), each reply parsed by ``parse`` (default ``self.parse``) with
+        ``rows[row id]``. Operators that ask in stages (a critique, then a revision) call it once
+        per stage; ``progress`` reports rows."""
+        parse = parse or self.parse
         valid: dict[tuple[str, str], list[dict]] = defaultdict(list)
         problems: dict[tuple[str, str], Rejection] = {}
         failed: dict[str, str] = {}
-        progress = _RowProgress(ctx, len(rows), len(asks) * len(self.specs()))
-        for spec in self.specs():
-            client = LLMClient(spec, ctx.node, count=ctx.count, log=lambda text: print(text, file=sys.stderr))
+        specs = self.specs() if models is None else tuple(resolve_spec(m) for m in models)
+        progress_rows = _RowProgress(ctx, len(rows) if progress else 0, len(asks) * len(specs))
+        for spec in specs:
+            client = LLMClient(spec, ctx.node, count=ctx.count, record=ctx.record,
+                               log=lambda text: print(text, file=sys.stderr))
             got: dict[tuple[str, str], int] = defaultdict(int)
             for attempt in range(self.max_attempts):
                 todo = [k for k, ask in asks.items() if got[k] < ask.n and k[0] not in failed]
                 if not todo:
                     break
-                requests = [Request(asks[k].messages, self._retry_sampling(asks[k], got[k], attempt)) for k in todo]
+                requests = [Request(asks[k].messages, self._retry_sampling(asks[k], got[k], attempt), asks[k].prompt)
+                            for k in todo]
                 responses = client.generate(requests, [k[0] for k in todo],
-                                            done=progress.done if attempt == 0 else None)
+                                            done=progress_rows.done if attempt == 0 else None)
                 for k, response in zip(todo, responses):
                     if not response.ok:  # not asked again now: the next build retries it
                         failed.setdefault(k[0], response.error or "request failed")
                         continue
                     for completion in response.completions:
                         reply = Reply(completion.text, completion.finish_reason, response.tokens_in,
-                                      completion.tokens_out, spec.text, attempt)
+                                      completion.tokens_out, spec.text, attempt, completion.tokens,
+                                      completion.top_logprobs)
                         try:
-                            valid[k].append(self.parse(reply, rows[k[0]]))
+                            valid[k].append(parse(reply, rows[k[0]]))
                             got[k] += 1
                         except Rejection as rejection:
                             problems[k] = rejection
                             self._count(ctx, "invalid_replies")
                         self._count(ctx, "replies")
-        progress.finish()
-        return valid, problems, failed
+        progress_rows.finish()
+        if failed:
+            shared_cache().bump_retry_generation(self.scope())
+        return Answers(valid, problems, failed)
 
     def _retry_sampling(self, ask: Ask, got: int, attempt: int) -> Sampling:
         """The first ask at the operator's sampling; a retry with a new seed, at least warm."""
         temperature = self.temperature if ask.temperature is None else ask.temperature
+        changes: dict[str, Any] = {"n": ask.n - got}
+        if ask.max_tokens is not None:
+            changes["max_tokens"] = ask.max_tokens
+        if ask.json_schema is not None:
+            changes["json_schema"] = schema_text(ask.json_schema)
         if attempt == 0:
-            return self.sampling(temperature=temperature, n=ask.n - got)
-        return self.sampling(temperature=max(temperature, RETRY_TEMPERATURE), n=ask.n - got,
-                             seed=sample_seed(self.seed, 1000 + attempt))
+            return self.sampling(temperature=temperature, **changes)
+        return self.sampling(temperature=max(temperature, RETRY_TEMPERATURE),
+                             seed=sample_seed(self.seed, 1000 + attempt), **changes)
 
     def _count(self, ctx: Context, metric: str) -> None:
         if self.reply_metrics:
@@ -221,6 +243,48 @@ class LLMOperator(SamplingParameters, Operator):
         inputs = table.drop([c for c in generated if c in table.columns]).rename({"id": _SOURCE})
         joined = new.join(inputs, on=_SOURCE, how="left", maintain_order="left")
         return joined.select(list(self.output_schema(table.schema)))
+
+
+def prompt_text(value: Any) -> str:
+    """A prompt column as text: strings as they are, turn lists as their user turns."""
+    if isinstance(value, str):
+        return value
+    return "\n\n".join(t["content"] for t in prompt_turns(value or []) if t["role"] != "system")
+
+
+def reply_fields(*replies: str) -> dict | None:
+    """The first JSON object in the first reply that has one."""
+    for reply in replies:
+        for candidate in _JSON_OBJECT.findall(reply or ""):
+            try:
+                value = json.loads(candidate)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+@dataclass
+class Answers:
+    """The answers to a stage's asks: each model's valid parsed replies per ask, the last problem
+    of each ask, and the error of each row whose request failed (the next build retries those)."""
+
+    valid: dict[tuple[str, str], list[dict]]
+    problems: dict[tuple[str, str], Rejection]
+    failed: dict[str, str]
+
+    def replies(self, row_id: str, key: str = "") -> list[dict]:
+        """The valid replies of an ask; a Rejection saying why when there are none."""
+        if row_id in self.failed:
+            raise Rejection(FAILED_REASON, self.failed[row_id])
+        if not self.valid.get((row_id, key)):
+            raise self.problems.get((row_id, key), Rejection("no_reply", "the model returned no completion"))
+        return self.valid[(row_id, key)]
+
+
+def reject_row(row_id: str, rejection: Rejection) -> dict:
+    return {"id": row_id, "reason": rejection.reason, "detail": rejection.detail}
 
 
 @dataclass

@@ -156,10 +156,14 @@ class BestOfK(Generate):
 class StructuredGenerate(Generate):
     """Generates JSON matching ``json_schema`` into ``output`` (JSON text).
 
-    The schema is sent to backends that constrain decoding (OpenAI-compatible servers, vLLM) and,
-    with ``schema_in_prompt``, appended to the prompt. Output that does not parse or match is
-    retried with a new seed (at temperature >= 0.7) up to ``max_attempts`` in all; a row still
-    invalid is rejected (``invalid_json`` or ``schema_mismatch``) with the last output in the detail.
+    Every backend constrains decoding to the schema: the transformers backend masks tokens with
+    llguidance, vLLM uses its guided decoding, OpenAI-compatible servers get ``response_format``
+    (see ``dataflow.llm.backends.openai`` for servers without it). With ``schema_in_prompt`` the
+    schema is also appended to the prompt, so the model knows what the fields mean. Output that
+    does not parse or match (a server that does not constrain) is retried with a new seed (at
+    temperature >= 0.7) up to ``max_attempts`` in all; a row still invalid is rejected
+    (``invalid_json``, ``schema_mismatch``, or ``truncated_json`` when ``max_tokens`` ran out before
+    the JSON closed) with the last output in the detail.
     """
 
     json_schema: dict | str | None = None
@@ -199,6 +203,8 @@ class StructuredGenerate(Generate):
         value, problem = parse_json(reply.text, schema_validator(schema_text(self.json_schema)))
         if problem is not None:
             reason, error = problem
+            if reason == "invalid_json" and reply.finish_reason == "length":
+                reason, error = "truncated_json", f"max_tokens ({self.max_tokens}) ran out: {error}"
             raise Rejection(reason, json.dumps({"attempts": self.max_attempts, "error": error,
                                                 "output": reply.text[:500]}, ensure_ascii=False))
         values = self.response_values(reply, json.dumps(value, ensure_ascii=False))

@@ -5,7 +5,12 @@ timeouts, connection errors and malformed bodies are retried up to ``retries`` t
 exponential backoff and full jitter, waiting what ``Retry-After`` asks when the server says.
 Other statuses fail the request at once (the next build retries it). ``n`` samples are asked
 in one request; a server that returns fewer choices gets one request per sample from then on
-(``n=0`` in the spec forces that). The API key is read from ``$OPENAI_API_KEY`` (or the variable
+(``n=0`` in the spec forces that). A JSON schema goes out as ``response_format`` (vLLM, SGLang
+and llama.cpp servers constrain decoding with it): OpenAI's ``json_schema`` form, else the
+``json_object`` form with a ``schema`` (llama-cpp-python, Together), else none; ``logprobs`` goes
+out as ``top_logprobs``. A form the server refuses (a request that fails with it, not for a
+retried status unless the error names the feature, and passes without it) is not sent again,
+and ``notes`` names the fallback for the build summary. The API key is read from ``$OPENAI_API_KEY`` (or the variable
 named by ``api_key_env``) and is scrubbed from every error message; it is never stored.
 """
 
@@ -28,6 +33,11 @@ from dataflow.llm.types import Completion, Request, Response, sample_seed
 
 RETRIED_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_WAIT_S = 120.0
+RESPONSE_FORMATS = ("json_schema", "json_object")  # the forms of a JSON schema, in the order tried
+# The request features a server may refuse, with the note the summary shows when it does.
+FALLBACKS = {"json_schema": "response_format json_schema refused by the server: using its json_object form",
+             "json_object": "response_format refused by the server: replies are parsed and retried",
+             "logprobs": "logprobs refused by the server: judge scores are not probability-weighted"}
 
 
 class OpenAIBackend:
@@ -40,6 +50,8 @@ class OpenAIBackend:
         self.chunk_size = spec.option("chunk", 256)
         self.key_env = spec.option("api_key_env", "OPENAI_API_KEY")
         self.backoff_s, self.backoff_cap_s = spec.option("backoff", 0.5), 30.0
+        self.unsupported: set[str] = set()  # FALLBACKS features this server refused
+        self.notes: list[str] = []  # the fallbacks taken, for the build summary
 
     # -- secrets ---------------------------------------------------------------------------
     def _key(self) -> str | None:
@@ -111,42 +123,83 @@ class OpenAIBackend:
         return Response([p.completions[0] for p in parts], parts[0].tokens_in,
                         usage_out=sum(p.usage_out or 0 for p in parts))
 
-    def _body(self, request: Request, n: int, seed: int) -> dict[str, Any]:
-        s = request.sampling
-        body: dict[str, Any] = {"model": self.model, "messages": request.chat(), "temperature": s.temperature,
-                                "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
+    def _body(self, request: Request, n: int, seed: int, without: set[str]) -> dict[str, Any]:
+        s, refused = request.sampling, self.unsupported | without
+        body: dict[str, Any] = {"model": self.model, "temperature": s.temperature, "top_p": s.top_p,
+                                "max_tokens": s.max_tokens, "seed": seed}
+        if request.prompt is None:
+            body["messages"] = request.chat()
+        else:
+            body["prompt"] = request.prompt
         if n > 1:
             body["n"] = n
         if s.stop:
             body["stop"] = list(s.stop)
-        if s.json_schema:
+        form = next((f for f in RESPONSE_FORMATS if f not in refused), None)
+        if s.json_schema and form == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "output", "schema": json.loads(s.json_schema), "strict": True}}
+        elif s.json_schema and form == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": json.loads(s.json_schema)}
+        if s.logprobs and request.prompt is None and "logprobs" not in refused:
+            body.update(logprobs=True, top_logprobs=s.logprobs)
         return body
 
     async def _call(self, http, gate, request: Request, n: int, seed: int) -> Response:
+        """The response to one request; a feature the server refuses is dropped (see the module doc).
+        A refusal whose error names the feature is remembered at once (so that requests waiting
+        for a connection go without it); another once the request passes without the feature."""
+        dropped: set[str] = set()
+        while True:
+            response, refusal, body = await self._post(http, gate, lambda: self._body(request, n, seed, dropped))
+            feature = _optional_feature(body)
+            if response.ok or refusal is None or feature is None:
+                break
+            dropped.add(feature)
+            if refusal == "named":
+                self._refused(feature)
+        for feature in dropped if response.ok else ():
+            self._refused(feature)
+        return response
+
+    def _refused(self, feature: str) -> None:
+        if feature not in self.unsupported:
+            self.unsupported.add(feature)
+            self.notes.append(FALLBACKS[feature])
+
+    async def _post(self, http, gate, make_body: Callable[[], dict[str, Any]]
+                    ) -> tuple[Response, str | None, dict[str, Any]]:
+        """The response to a body (made once a connection is free), retried as the module says;
+        whether the server refused the body itself ("named": its error names an optional feature
+        of the body, "status": a status that is not retried; None otherwise); and the body."""
         import httpx
 
-        body, problem = self._body(request, n, seed), ""
+        problem, body = "", {}
         for attempt in range(self.retries + 1):
             wait = None
             async with gate:
+                body = make_body()
                 try:
-                    reply = await http.post(f"{self.url}/chat/completions", json=body, headers=self._headers())
+                    endpoint = "completions" if "prompt" in body else "chat/completions"
+                    reply = await http.post(f"{self.url}/{endpoint}", json=body, headers=self._headers())
                 except httpx.TimeoutException:
                     problem = f"timeout after {self.timeout:g}s"
                 except httpx.TransportError as exc:
                     problem = f"connection error ({type(exc).__name__})"
                 else:
-                    if reply.status_code == 200:
+                    status = reply.status_code
+                    if status == 200:
                         try:
-                            return _parse(reply.json())
+                            return _parse(reply.json()), None, body
                         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
                             problem = f"malformed response body ({type(exc).__name__}: {exc}): {reply.text[:200]!r}"
                     else:
-                        problem = f"HTTP {reply.status_code}: {reply.text[:300]}"
-                        if reply.status_code not in RETRIED_STATUS:
-                            return Response(error=self._scrub(problem))
+                        problem = f"HTTP {status}: {reply.text[:300]}"
+                        feature = _optional_feature(body)
+                        if feature is not None and _feature_key(feature) in reply.text:
+                            return Response(error=self._scrub(problem)), "named", body
+                        if status not in RETRIED_STATUS:
+                            return Response(error=self._scrub(problem)), "status", body
                         wait = retry_after(reply.headers.get("retry-after"))
             if attempt == self.retries:
                 break
@@ -155,7 +208,18 @@ class OpenAIBackend:
             else:
                 wait += random.uniform(0, 0.1 * wait + 0.05)
             await asyncio.sleep(wait)
-        return Response(error=self._scrub(f"{problem} (gave up after {self.retries + 1} attempts)"))
+        return Response(error=self._scrub(f"{problem} (gave up after {self.retries + 1} attempts)")), None, body
+
+
+def _optional_feature(body: dict[str, Any]) -> str | None:
+    """The feature of ``body`` to drop first if the server refuses it."""
+    if "response_format" in body:
+        return body["response_format"]["type"]
+    return "logprobs" if "logprobs" in body else None
+
+
+def _feature_key(feature: str) -> str:
+    return "logprobs" if feature == "logprobs" else "response_format"
 
 
 def retry_after(value: str | None) -> float | None:
@@ -178,14 +242,27 @@ def _parse(data: dict) -> Response:
         raise ValueError("no choices")
     completions = []
     for choice in choices:
-        text = choice["message"]["content"]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
         if not isinstance(text, str):
             raise TypeError(f"message.content is {type(text).__name__}, not a string")
-        completions.append(Completion(text, "length" if choice.get("finish_reason") == "length" else "stop"))
+        tokens, top = _logprobs(choice.get("logprobs"))
+        completions.append(Completion(text, "length" if choice.get("finish_reason") == "length" else "stop",
+                                      tokens=tokens, top_logprobs=top))
     usage = data.get("usage") or {}
     if len(completions) == 1 and usage.get("completion_tokens") is not None:
         completions[0].tokens_out = usage["completion_tokens"]
     return Response(completions, usage.get("prompt_tokens"), usage_out=usage.get("completion_tokens"))
+
+
+def _logprobs(found: dict | None) -> tuple[list[str] | None, list[dict[str, float]] | None]:
+    """Token texts and top log-probabilities from a choice's ``logprobs.content``, when given."""
+    content = (found or {}).get("content")
+    if not content:
+        return None, None
+    tokens = [str(t["token"]) for t in content]
+    top = [{str(a["token"]): float(a["logprob"]) for a in t.get("top_logprobs") or []} or
+           {str(t["token"]): float(t["logprob"])} for t in content]
+    return tokens, top
 
 
 def _read_target(spec: ModelSpec) -> ModelSpec:

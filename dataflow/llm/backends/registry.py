@@ -41,6 +41,7 @@ class BackendType:
     options: frozenset[str] | None = None  # the options it takes; None: any
     read_target: Callable[[ModelSpec], ModelSpec] = lambda spec: spec  # checks and normalizes the target
     problems: Callable[[ModelSpec], list[str]] = lambda spec: []  # what stops it, found without loading
+    model_dir: Callable[[ModelSpec], Path] | None = None  # the model's directory, where it has one
 
 
 _types: dict[str, BackendType] = {}
@@ -49,9 +50,10 @@ _types: dict[str, BackendType] = {}
 def register_backend(scheme: str, open: Callable[[ModelSpec], Backend], identity: Callable[[ModelSpec], str], *,
                      options: frozenset[str] | None = None,
                      read_target: Callable[[ModelSpec], ModelSpec] = lambda spec: spec,
-                     problems: Callable[[ModelSpec], list[str]] = lambda spec: []) -> None:
+                     problems: Callable[[ModelSpec], list[str]] = lambda spec: [],
+                 model_dir: Callable[[ModelSpec], Path] | None = None) -> None:
     """Make ``scheme:...`` specs run on ``open(spec)``; ``identity(spec)`` names the model."""
-    _types[scheme] = BackendType(scheme, open, identity, options, read_target, problems)
+    _types[scheme] = BackendType(scheme, open, identity, options, read_target, problems, model_dir)
     resolve_spec.cache_clear()
 
 
@@ -96,6 +98,23 @@ def open_backend(model: str | ModelSpec) -> Backend:
     """Load the backend a spec names (this is where models load)."""
     spec = as_spec(model)
     return backend_type(spec).open(spec)
+
+
+@functools.lru_cache(maxsize=None)
+def pre_query_text(model: str, system: str | None = None) -> str | None:
+    """What the model's chat template writes before a user's message (after ``system`` as the
+    system turn, else its default one), from its tokenizer alone; None for a backend without a
+    model directory (a server)."""
+    spec = as_spec(model)
+    directory = backend_type(spec).model_dir
+    if directory is None:
+        return None
+    from transformers import AutoTokenizer
+
+    marker = "<<QUERY>>"
+    turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": marker}]
+    text = AutoTokenizer.from_pretrained(directory(spec)).apply_chat_template(turns, tokenize=False)
+    return text[:text.index(marker)]
 
 
 def no_target(spec: ModelSpec) -> ModelSpec:

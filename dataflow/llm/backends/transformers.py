@@ -5,6 +5,8 @@ generator (sample k of a request is reproducible whatever else is in the batch),
 ``n`` samples share one prefill of the prompt (prefix sharing), finished sequences leave the
 batch at once, and new prompts are prefilled and merged in (left-padded) as slots free up, so
 the batch stays full. Prompts are fed longest first, so batches hold prompts of similar length.
+A request with a JSON schema has its own grammar matcher: each step masks the tokens the schema
+does not allow before sampling (``dataflow.llm.constrained``), so its output always matches.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
+from dataflow.llm.constrained import Grammars, allowed_tokens
 from dataflow.llm.backends.registry import (model_dir_identity, model_dir_problems, no_target, path_target,
                                             register_backend, with_identity_options)
 from dataflow.llm.spec import ModelSpec
@@ -42,7 +47,10 @@ class _Sequence:
     generator: object
     sampling: Sampling
     max_new: int
+    matcher: object | None = None  # the grammar matcher of a request with a JSON schema
     tokens: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # with logprobs asked: each token's text
+    top: list[dict[str, float]] = field(default_factory=list)  # ... and the most likely texts
 
 
 class TransformersBackend:
@@ -65,14 +73,25 @@ class TransformersBackend:
         if self.tokenizer.eos_token_id is not None:
             self.eos.add(self.tokenizer.eos_token_id)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)
+        self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.grammars = Grammars(self.tokenizer, self.vocab_size)
+        self._texts: dict[int, str] = {}
 
     # -- client interface ------------------------------------------------------------------
     def encode(self, request: Request) -> list[int]:
+        if request.prompt is not None:
+            return self.tokenizer.encode(request.prompt, add_special_tokens=False)
         ids = self.tokenizer.apply_chat_template(request.chat(), tokenize=True, **request.template_args())
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def prepare(self, node: str, requests: list[Request], labels: list[str]) -> None:
-        """Fail before the first batch if a prompt does not fit the model context."""
+        """Fail before the first batch if a JSON schema does not compile or a prompt does not fit
+        the model context."""
+        for schema in {r.sampling.json_schema for r in requests} - {None}:
+            try:
+                self.grammars.grammar(schema)
+            except DataflowError as exc:
+                raise DataflowError(f"node '{node}': {exc}. Fix the schema (a JSON schema, draft 2020-12).") from None
         too_long = [(label, n) for label, r in zip(labels, requests) if (n := len(self.encode(r))) >= self.context_length]
         if too_long:
             label, n = too_long[0]
@@ -112,7 +131,7 @@ class TransformersBackend:
             if batch is None or batch.size == 0:
                 batch = None
                 continue
-            batch.step(self._sample(batch.step_logits(self.model), batch.sequences))
+            batch.step(self._next_tokens(batch.step_logits(self.model), batch.sequences))
             self._finish(batch, out, report)
             if batch.size == 0:
                 batch = None
@@ -143,12 +162,49 @@ class TransformersBackend:
             room = self.context_length - len(prompts[i])
             for k in range(s.n):
                 generator = torch.Generator(device=self.device).manual_seed(sample_seed(s.seed, k))
-                sequences.append(_Sequence(i, k, generator, s, max(1, min(s.max_tokens, room))))
+                matcher = self.grammars.matcher(s.json_schema) if s.json_schema else None
+                sequences.append(_Sequence(i, k, generator, s, max(1, min(s.max_tokens, room)), matcher))
         batch = _Batch(self, cache, mask[rows], mask[rows].sum(-1), sequences)
-        batch.pending = self._sample(logits[rows], sequences)
-        for seq, token in zip(sequences, batch.pending.tolist()):
-            seq.tokens.append(token)
+        batch.step(self._next_tokens(logits[rows], sequences))
         return batch
+
+    def _next_tokens(self, logits, sequences: list[_Sequence]):
+        """Each sequence's next token: masked by its grammar, sampled, its log-probabilities kept
+        where asked, and consumed by its grammar."""
+        logits = self._constrain(logits, sequences)
+        tokens = self._sample(logits, sequences)
+        chosen = tokens.tolist()
+        wanting = [row for row, seq in enumerate(sequences) if seq.sampling.logprobs]
+        if wanting:
+            k = max(sequences[row].sampling.logprobs for row in wanting)
+            values, ids = logits[wanting].log_softmax(-1).topk(k, dim=-1)
+            for row, top_values, top_ids in zip(wanting, values.tolist(), ids.tolist()):
+                seq = sequences[row]
+                seq.texts.append(self._text(chosen[row]))
+                seq.top.append({self._text(i): v for i, v in zip(top_ids[:seq.sampling.logprobs],
+                                                                 top_values[:seq.sampling.logprobs]) if v > -1e30})
+        for seq, token in zip(sequences, chosen):
+            if seq.matcher is not None:
+                seq.matcher.consume_token(token)
+        return tokens
+
+    def _constrain(self, logits, sequences: list[_Sequence]):
+        """The logits with every token a sequence's grammar forbids at -inf."""
+        rows = [row for row, seq in enumerate(sequences) if seq.matcher is not None]
+        if not rows:
+            return logits
+        allowed = np.stack([allowed_tokens(sequences[row].matcher, self.vocab_size) for row in rows])
+        allowed[~allowed.any(1), min(self.eos)] = True  # a grammar with nothing left to allow ends
+        index = self.torch.tensor(rows, device=logits.device)
+        forbidden = ~self.torch.from_numpy(allowed).to(logits.device)
+        logits = logits.clone()
+        logits[index] = logits[index].masked_fill(forbidden, float("-inf"))
+        return logits
+
+    def _text(self, token: int) -> str:
+        if token not in self._texts:
+            self._texts[token] = self.tokenizer.decode([token])
+        return self._texts[token]
 
     def _sample(self, logits, sequences: list[_Sequence]):
         torch = self.torch
@@ -188,16 +244,25 @@ class TransformersBackend:
     def _completion(self, seq: _Sequence) -> Completion | None:
         """The finished completion of ``seq``, or None while it goes on."""
         if seq.tokens[-1] in self.eos:
-            return Completion(self.tokenizer.decode(seq.tokens[:-1], skip_special_tokens=True), "stop",
-                              len(seq.tokens) - 1)
+            return self._completed(seq, len(seq.tokens) - 1, "stop")
+        if seq.matcher is not None and seq.matcher.is_stopped():  # the schema's output is complete
+            return self._completed(seq, len(seq.tokens), "stop")
         if seq.sampling.stop:
             text = self.tokenizer.decode(seq.tokens, skip_special_tokens=True)
             cut = min((text.find(s) for s in seq.sampling.stop if s in text), default=-1)
             if cut >= 0:
-                return Completion(text[:cut], "stop", len(seq.tokens))
+                return self._completed(seq, len(seq.tokens), "stop", text[:cut])
         if len(seq.tokens) >= seq.max_new:
-            return Completion(self.tokenizer.decode(seq.tokens, skip_special_tokens=True), "length", len(seq.tokens))
+            return self._completed(seq, len(seq.tokens), "length")
         return None
+
+    def _completed(self, seq: _Sequence, kept: int, reason: str, text: str | None = None) -> Completion:
+        """The completion of the first ``kept`` tokens of ``seq``."""
+        if text is None:
+            text = self.tokenizer.decode(seq.tokens[:kept], skip_special_tokens=True)
+        if not seq.sampling.logprobs:
+            return Completion(text, reason, kept)
+        return Completion(text, reason, kept, seq.texts[:kept], seq.top[:kept])
 
 
 class _Batch:
@@ -290,14 +355,19 @@ def _local_identity(spec: ModelSpec) -> str:
                                  spec)
 
 
-def _open_local(spec: ModelSpec) -> TransformersBackend:
+def _local_dir(spec: ModelSpec) -> Path:
     from dataflow.llm.convert import ensure_default_model
 
-    return TransformersBackend(ensure_default_model(lambda text: print(text, file=sys.stderr)), spec)
+    return ensure_default_model(lambda text: print(text, file=sys.stderr))
+
+
+def _open_local(spec: ModelSpec) -> TransformersBackend:
+    return TransformersBackend(_local_dir(spec), spec)
 
 
 register_backend("local", _open_local, _local_identity, options=OPTIONS, read_target=no_target,
-                 problems=_local_problems)
+                 problems=_local_problems, model_dir=_local_dir)
 register_backend("hf", lambda spec: TransformersBackend(Path(spec.target), spec),
                  lambda spec: model_dir_identity("transformers", spec), options=OPTIONS, read_target=path_target,
-                 problems=lambda spec: _installed() + model_dir_problems(spec))
+                 problems=lambda spec: _installed() + model_dir_problems(spec),
+                 model_dir=lambda spec: Path(spec.target))

@@ -34,6 +34,8 @@ class VLLMBackend:
         self.context_length = config.max_model_len
 
     def encode(self, request: Request) -> list[int]:
+        if request.prompt is not None:
+            return self.tokenizer.encode(request.prompt, add_special_tokens=False)
         ids = self.tokenizer.apply_chat_template(request.chat(), tokenize=True, **request.template_args())
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
@@ -52,8 +54,9 @@ class VLLMBackend:
         params = [self.sampling_params(r.sampling) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         responses = []
-        for output in outputs:
-            completions = [Completion(c.text, "length" if c.finish_reason == "length" else "stop", len(c.token_ids))
+        for output, request in zip(outputs, requests):
+            completions = [Completion(c.text, "length" if c.finish_reason == "length" else "stop", len(c.token_ids),
+                                      *_logprobs(c, request.sampling.logprobs))
                            for c in sorted(output.outputs, key=lambda c: c.index)]
             responses.append(Response(completions, len(output.prompt_token_ids)))
         return responses
@@ -63,7 +66,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         options = dict(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                       stop=list(s.stop) or None, seed=s.seed)
+                       stop=list(s.stop) or None, seed=s.seed, logprobs=s.logprobs or None)
         if s.json_schema:
             schema = json.loads(s.json_schema)
             try:  # vLLM >= 0.12
@@ -77,6 +80,18 @@ class VLLMBackend:
         return SamplingParams(**options)
 
 
+def _logprobs(output, k: int) -> tuple[list[str] | None, list[dict[str, float]] | None]:
+    """Token texts and the ``k`` most likely texts per position of a vLLM completion output."""
+    if not k or not output.logprobs:
+        return None, None
+    tokens, top = [], []
+    for token, position in zip(output.token_ids, output.logprobs):
+        tokens.append(position[token].decoded_token if token in position else "")
+        best = sorted(position.values(), key=lambda p: -p.logprob)[:k]
+        top.append({p.decoded_token: p.logprob for p in best})
+    return tokens, top
+
+
 MISSING = ("vLLM is not installed: pip install 'dataflow[vllm]' on a GPU machine, or use model='hf:PATH' to run "
            "the same model on transformers")
 
@@ -88,4 +103,4 @@ def _problems(spec: ModelSpec) -> list[str]:
 register_backend("vllm", lambda spec: VLLMBackend(Path(spec.target), spec),
                  lambda spec: model_dir_identity("vllm", spec),
                  options=frozenset({"dtype", "chunk", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len"}),
-                 read_target=path_target, problems=_problems)
+                 read_target=path_target, problems=_problems, model_dir=lambda spec: Path(spec.target))

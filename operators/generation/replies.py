@@ -1,0 +1,57 @@
+"""What the synthesis operators share: the JSON schemas of their replies (constrained decoding
+makes every reply match), reading a field of a reply, and the diversity of what they generated."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dataflow.operator import Context, Rejection, identity_field
+from dataflow.operators.generation.base import LLMOperator, Reply, reply_fields
+from dataflow.operators.text import distinct_metrics
+
+BOOLEAN = {"type": "boolean"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneModel(LLMOperator):
+    """An LLM operator that asks one model, ``model`` (a spec; see ``dataflow.llm.spec``)."""
+
+    model: str = identity_field("local")
+
+    def model_specs(self) -> tuple[str, ...]:
+        return (self.model,)
+
+
+SENTENCE = "^[A-Z]"  # a pattern: starts with a capital letter (a small model may else start anywhere)
+
+
+def string_field(max_length: int, min_length: int = 0, pattern: str | None = None) -> dict:
+    """A string field of at most ``max_length`` characters (and at least ``min_length``) that
+    matches ``pattern`` (a regex searched in it, as in JSON Schema)."""
+    return {"type": "string", "maxLength": max_length, **({"minLength": min_length} if min_length else {}),
+            **({"pattern": pattern} if pattern else {})}
+
+
+def object_schema(**properties: dict) -> dict:
+    """An object with these required properties, in this order (the order they are written in)."""
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def reply_json(reply: Reply, key: str) -> Any:
+    """Field ``key`` of a JSON reply; a Rejection saying why when there is none."""
+    try:
+        value = json.loads(reply.text)
+    except json.JSONDecodeError:
+        value = reply_fields(reply.text)
+    if not isinstance(value, dict) or key not in value:
+        reason = "truncated" if reply.finish_reason == "length" else "no_json"
+        raise Rejection(reason, f"no JSON field '{key}' in the reply: {reply.text[:300]!r}")
+    return value[key]
+
+
+def record_diversity(ctx: Context, texts: list[str]) -> None:
+    """distinct-1/2 of generated texts, as node metrics."""
+    for name, value in distinct_metrics(texts).items():
+        ctx.record(name, value)

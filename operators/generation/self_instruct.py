@@ -1,0 +1,259 @@
+"""Self-Instruct (Wang et al. 2022): seed tasks -> rounds of new tasks, each prompt showing seed
+and generated tasks in context; the paper's filters; novelty by ROUGE-L against the seeds and
+every task kept so far, across rounds; then an instance per task (input first, or output first
+for classification tasks). Every dropped task is a reject with its reason."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.operator import Context, Rejection, Result, rejects_frame
+from dataflow.operators.generation.base import Ask, Reply, reject_row
+from dataflow.operators.generation.replies import (
+    BOOLEAN,
+    SENTENCE,
+    OneModel,
+    object_schema,
+    record_diversity,
+    reply_json,
+    string_field,
+)
+from dataflow.operators.text import NoveltyIndex
+
+# Tasks a text-only model cannot do (the paper's list).
+BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
+             "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+PROPOSE = """Here are some example tasks that a user could ask an AI assistant to do:
+
+{examples}
+
+Invent {count} more tasks like these, each about a subject that none of the examples mentions, and each \
+a different kind of task (writing, classification, reasoning, coding, editing, advice, ...). Each task \
+is one concrete instruction of one or two sentences, addressed to the assistant.
+Reply with JSON: "tasks", the list of the new tasks."""
+CLASSIFY = """Can the following task be regarded as a classification task with a small, finite set of \
+output labels?
+
+Task: {instruction}
+
+Reply with JSON: "classification" (true or false)."""
+INPUT_FIRST = """Task: {instruction}
+
+Write one example of this task: the input it works on (an empty string if the task needs no input), \
+then the correct output for that input.
+Reply with JSON: "input", then "output"."""
+OUTPUT_FIRST = """Task: {instruction}
+
+This is a classification task. First choose one of its possible class labels, then write an input \
+whose correct label is that one.
+Reply with JSON: "label", then "input"."""
+
+
+NUMBERING = re.compile(r"^\s*(?:task\s*)?\d+\s*[.):](?:\s+|$)", re.I)  # "7. ", "Task 7:" before a task
+COMPLETE_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"\s*[,\]]')  # a JSON string item followed by , or ]
+
+
+def task_problem(text: str, min_words: int, max_words: int, blacklist: tuple[str, ...]) -> tuple[str, str] | None:
+    """The paper's filters: (reason, detail) for a task to drop, or None."""
+    words = len(text.split())
+    if words < min_words:
+        return "too_short", f"{words} words, fewer than {min_words}"
+    if words > max_words:
+        return "too_long", f"{words} words, more than {max_words}"
+    lowered = text.lower()
+    hit = next((w for w in blacklist if re.search(rf"\b{re.escape(w)}\b", lowered)), None)
+    if hit:
+        return "blacklisted", f"mentions '{hit}', which a text model cannot do"
+    if not text[0].isalnum():
+        return "starts_with_punctuation", f"starts with {text[0]!r}"
+    if not text[0].isascii():
+        return "non_ascii_start", f"starts with {text[0]!r}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfInstruct(OneModel):
+    """New tasks from seed tasks (the input: an ``instruction`` column, optionally ``input`` and
+    ``output``), in rounds.
+
+    Each of a round's ``prompts_per_round`` prompts shows ``seed_examples`` seed tasks and
+    ``generated_examples`` tasks kept so far (sampled, seeded) and asks for ``per_prompt`` new
+    ones. A task is dropped (a reject with the reason) when it has fewer than ``min_words`` or
+    more than ``max_words`` words, names a blacklisted word, starts with punctuation or a
+    non-ASCII character, or has ROUGE-L above ``threshold`` with a seed or a task kept before it (the
+    detail names that task and the score; as in the paper's code, a score of exactly 0.7 is kept).
+    Rounds stop once ``target`` tasks are kept (the last round's are all kept), when a round keeps fewer than ``min_new``, or after
+    ``max_rounds``. With ``instances``, each kept task gets an
+    input and an output: classification tasks (asked of the model) output first, others input
+    first. Output: ``instruction``, ``input``, ``output``, ``is_classification``, ``round``,
+    ``context_ids`` (the tasks its prompt showed); id ``r<round>/p<prompt>/<index>``.
+    """
+
+    instruction: str = "instruction"
+    target: int = 50
+    per_prompt: int = 8
+    prompts_per_round: int = 8
+    seed_examples: int = 6
+    generated_examples: int = 2
+    max_rounds: int = 10
+    min_new: int = 1
+    threshold: float = 0.7
+    min_words: int = 4
+    max_words: int = 150
+    blacklist: tuple[str, ...] = BLACKLIST
+    instances: bool = True
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 768
+
+    def label(self) -> str:
+        return "self_instruct"
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        for name in ("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive int, not {getattr(self, name)!r}")
+        if not 0 < self.threshold <= 1:
+            problems.append(f"threshold must be in (0, 1], not {self.threshold}")
+        return problems
+
+    def required_columns(self) -> dict[str, Any]:
+        return {self.instruction: None}
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        return pl.Schema({"id": pl.String(), "instruction": pl.String(), "input": pl.String(), "output": pl.String(),
+                          "is_classification": pl.Boolean(), "round": pl.Int64(), "context_ids": pl.List(pl.String())})
+
+    # -- run time --------------------------------------------------------------------------
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        seeds, rejects = [], []
+        table = frame.select("id", self.instruction).collect()
+        for row in table.iter_rows(named=True):
+            text = row[self.instruction]
+            if isinstance(text, str) and text.strip():
+                seeds.append((row["id"], text.strip()))
+            else:
+                rejects.append({"id": row["id"], "reason": "bad_seed", "detail": f"'{self.instruction}' is empty"})
+        if not seeds:
+            raise DataflowError(f"node '{ctx.node}': no seed task has a non-empty '{self.instruction}'; give a seed "
+                                f"file of tasks (one instruction per row, {self.seed_examples} or more)")
+        ctx.record("model", self.model)
+        pool = NoveltyIndex(self.threshold)
+        for _, text in seeds:
+            pool.add(text)
+        kept: list[dict] = []
+        stop = f"max_rounds ({self.max_rounds})"
+        for round_ in range(1, self.max_rounds + 1):
+            added = self._round(round_, seeds, kept, pool, rejects, ctx)
+            if len(kept) >= self.target:  # a round's tasks are all kept: none paid for is dropped
+                stop = f"target ({self.target})"
+                break
+            if added < self.min_new:
+                stop = f"round {round_} kept {added} (< min_new {self.min_new})"
+                break
+        ctx.record("rounds", round_)
+        ctx.record("stopped", stop)
+        ctx.record("tasks_kept", len(kept))
+        if self.instances:
+            kept = self._instances(kept, rejects, ctx)
+        record_diversity(ctx, [task["instruction"] for task in kept])
+        ctx.progress(table.height)
+        output = pl.DataFrame(kept, schema=self.output_schema(pl.Schema()))
+        return Result(output, rejects_frame(rejects))
+
+    def _round(self, round_: int, seeds: list[tuple[str, str]], kept: list[dict], pool: NoveltyIndex,
+               rejects: list[dict], ctx: Context) -> int:
+        """One round: ask, filter, keep the novel tasks; how many it kept."""
+        asks, contexts = {}, {}
+        for i in range(self.prompts_per_round):
+            chooser = random.Random(f"{self.seed}/{round_}/{i}")
+            shown = chooser.sample(seeds, min(self.seed_examples, len(seeds)))
+            generated = chooser.sample(kept, min(self.generated_examples, len(kept)))
+            shown += [(t["id"], t["instruction"]) for t in generated]
+            examples = "\n".join(f"{n}. {text}" for n, (_, text) in enumerate(shown, 1))
+            key = f"r{round_}/p{i}"
+            contexts[key] = [task_id for task_id, _ in shown]
+            schema = object_schema(tasks={"type": "array", "minItems": self.per_prompt, "maxItems": self.per_prompt,
+                                          "items": string_field(300, min_length=15, pattern=SENTENCE)})
+            asks[(key, "")] = Ask((("user", PROPOSE.format(examples=examples, count=self.per_prompt)),),
+                                  json_schema=schema)
+        answers = self.ask(asks, {key: {} for key, _ in asks}, ctx, parse=_tasks, progress=False)
+        added = 0
+        for key, _ in asks:
+            try:
+                tasks = answers.replies(key)[0]["tasks"]
+            except Rejection as rejection:
+                rejects.append(reject_row(key, rejection))
+                continue
+            for j, text in enumerate(tasks):
+                task_id = f"{key}/{j}"
+                found = task_problem(text, self.min_words, self.max_words, self.blacklist)
+                similar = None if found else pool.too_similar(text)
+                if similar is not None:
+                    found = ("not_novel", json.dumps({"most_similar": similar.text[:300],
+                                                      "rouge_l": round(similar.score, 4)}, ensure_ascii=False))
+                if found:
+                    rejects.append({"id": task_id, "reason": found[0], "detail": found[1]})
+                    continue
+                pool.add(text)
+                kept.append({"id": task_id, "instruction": text, "round": round_, "context_ids": contexts[key]})
+                added += 1
+        return added
+
+    def _instances(self, kept: list[dict], rejects: list[dict], ctx: Context) -> list[dict]:
+        """Each task with an input and an output; tasks without a valid instance go to rejects."""
+        rows = {task["id"]: task for task in kept}
+        asks = {(task_id, ""): Ask((("user", CLASSIFY.format(instruction=task["instruction"])),),
+                                   json_schema=object_schema(classification=BOOLEAN),
+                                   max_tokens=16) for task_id, task in rows.items()}
+        classified = self.ask(asks, rows, ctx, parse=lambda reply, row: {"value": reply_json(reply, "classification")},
+                              progress=False).valid
+        asks = {}
+        for task_id, task in rows.items():
+            answer = classified.get((task_id, ""))
+            task["is_classification"] = bool(answer) and answer[0]["value"] is True
+            template, schema = ((OUTPUT_FIRST, object_schema(label=string_field(200), input=string_field(2000)))
+                                if task["is_classification"] else
+                                (INPUT_FIRST, object_schema(input=string_field(2000), output=string_field(3000))))
+            asks[(task_id, "")] = Ask((("user", template.format(instruction=task["instruction"])),), json_schema=schema)
+        answers = self.ask(asks, rows, ctx, parse=_instance, progress=False)
+        done = []
+        for task_id, task in rows.items():
+            try:
+                done.append({**task, **answers.replies(task_id)[0]})
+            except Rejection as rejection:
+                rejects.append(reject_row(task_id, rejection))
+        return done
+
+
+def _tasks(reply: Reply, row: dict) -> dict[str, Any]:
+    """The tasks of a reply, without list numbering; the complete items of a reply cut by
+    ``max_tokens``."""
+    try:
+        tasks = reply_json(reply, "tasks")
+    except Rejection:
+        if reply.finish_reason != "length":
+            raise
+        tasks = [json.loads(f'"{item}"') for item in COMPLETE_ITEM.findall(reply.text.partition("[")[2])]
+    tasks = [NUMBERING.sub("", t).strip() for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
+    if not any(tasks):
+        raise Rejection("no_tasks", f"the reply lists no task: {reply.text[:300]!r}")
+    return {"tasks": [t for t in tasks if t]}
+
+
+def _instance(reply: Reply, row: dict) -> dict[str, Any]:
+    if row["is_classification"]:
+        output, given = reply_json(reply, "label"), reply_json(reply, "input")
+    else:
+        given, output = reply_json(reply, "input"), reply_json(reply, "output")
+    if not isinstance(output, str) or not output.strip():
+        raise Rejection("empty_output", f"the instance has no output: {reply.text[:300]!r}")
+    return {"input": given if isinstance(given, str) else "", "output": output.strip()}

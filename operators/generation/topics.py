@@ -1,0 +1,152 @@
+"""Topic x template instruction synthesis: every topic row meets the instruction templates, and the
+model writes one concrete instruction per (topic, template, sample), in a JSON schema it cannot
+break. Coverage per topic and per template goes to the node metrics, with distinct-1/2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from dataflow.operator import Context, Rejection, Result, rejects_frame
+from dataflow.operators.generation.base import Ask, Reply
+from dataflow.operators.generation.replies import (
+    SENTENCE,
+    OneModel,
+    object_schema,
+    record_diversity,
+    reply_json,
+    string_field,
+)
+
+WRITE = """Write one instruction that a user could give an AI assistant.
+
+Topic: {topic}
+What the instruction should be: {task}
+This is variation {variation} for this topic: make it unlike the usual first idea.
+
+The instruction must be concrete and self-contained (include any text, numbers or data it needs), \
+one to three sentences, and must not answer itself.
+Reply with JSON: "instruction", the instruction itself."""
+INSTRUCTION = object_schema(instruction=string_field(600, min_length=12, pattern=SENTENCE))
+PLAN = {"source_id": pl.String(), "template_id": pl.String(), "sample_idx": pl.Int64(), "slot_values": pl.String(),
+        "task": pl.String()}
+
+
+def template_slots(template: str) -> list[str]:
+    """The ``{slot}`` names of a template."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def expanded_context(ctx: Context, rows: int, per_row: int) -> Context:
+    """``ctx`` for an operator that asks ``per_row`` prompts per input row: progress in input rows."""
+    done = [0]
+
+    def report(count: int) -> None:
+        before, done[0] = done[0] // per_row, done[0] + count
+        if done[0] // per_row > before:
+            ctx.progress(done[0] // per_row - before)
+
+    return dataclasses.replace(ctx, rows_in=rows * per_row, report=report)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicTemplate(OneModel):
+    """Instructions from topics x templates.
+
+    Each input row's ``topic`` column meets ``templates`` (id -> text with ``{slots}``): a slot is
+    filled from the row's column of that name, else from ``slots`` (name -> values, one picked per
+    sample, seeded), ``{topic}`` from the topic. A row gives ``per_topic`` instructions, sample k
+    from template k modulo the number of templates. Output: one row per instruction, id
+    ``<row id>/<template id>/<k>``, with ``instruction``, ``task`` (the filled template),
+    ``template_id``, ``sample_idx``, ``slot_values`` (JSON) and ``source_id`` (the topic row); the
+    row's other columns are kept. An unusable reply is asked again, then rejected with the reason.
+    Metrics: ``topics_covered`` (share of topic rows with an instruction), ``per_template``
+    (instructions kept per template), ``distinct_1``/``distinct_2``.
+    """
+
+    templates: dict[str, str]
+    topic: str = "topic"
+    slots: dict[str, list[str]] = field(default_factory=dict)
+    per_topic: int = 4
+    temperature: float = 0.9
+    max_tokens: int = 160
+    min_words: int = 4
+
+    def label(self) -> str:
+        return "topic_template"
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if not self.templates:
+            problems.append("give at least one template, e.g. templates={'howto': 'a how-to question about {topic}'}")
+        if not isinstance(self.per_topic, int) or self.per_topic < 1:
+            problems.append(f"per_topic must be a positive int, not {self.per_topic!r}")
+        problems += [f"slot '{name}' has no values: give a non-empty list" for name, values in self.slots.items()
+                     if not values]
+        return problems
+
+    def required_columns(self) -> dict[str, Any]:
+        """The topic, and every slot that no list fills (a missing one is a compile-time error)."""
+        named = {slot for template in self.templates.values() for slot in template_slots(template)}
+        return {self.topic: str, **dict.fromkeys(sorted(named - set(self.slots) - {"topic", "id"}))}
+
+    def row_columns(self) -> list[str]:
+        return [self.topic, "task", "sample_idx"]
+
+    def generated_columns(self) -> dict[str, pl.DataType]:
+        return {"instruction": pl.String()}
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        return super().output_schema(pl.Schema({**schema, **PLAN}))
+
+    def plan(self, row: dict) -> list[dict]:
+        """The instructions a topic row asks for, as rows: id, plan columns and the row's own."""
+        ids = list(self.templates)
+        chooser = random.Random(f"{self.seed}/{row['id']}")
+        planned = []
+        for k in range(self.per_topic):
+            template_id = ids[k % len(ids)]
+            values = {"topic": row[self.topic]}
+            for slot in template_slots(self.templates[template_id]):
+                if slot != "topic":
+                    values[slot] = chooser.choice(self.slots[slot]) if slot in self.slots else str(row[slot])
+            planned.append({**row, "id": f"{row['id']}/{template_id}/{k}", "source_id": row["id"],
+                            "template_id": template_id, "sample_idx": k,
+                            "slot_values": json.dumps(values, ensure_ascii=False),
+                            "task": self.templates[template_id].format(**values)})
+        return planned
+
+    def asks(self, row: dict) -> dict[str, Ask]:
+        text = WRITE.format(topic=row[self.topic], task=row["task"], variation=row["sample_idx"] + 1)
+        return {"": Ask((("user", text),), json_schema=INSTRUCTION)}
+
+    def parse(self, reply: Reply, row: dict) -> dict[str, Any]:
+        value = reply_json(reply, "instruction")
+        if not isinstance(value, str) or len(value.split()) < self.min_words:
+            raise Rejection("bad_instruction", f"fewer than {self.min_words} words: {reply.text[:300]!r}")
+        return {"instruction": value.strip()}
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        table = frame.collect()
+        schema = self.output_schema(table.schema)
+        topics = table.filter(pl.col(self.topic).str.strip_chars().str.len_chars() > 0)
+        missing = table.join(topics.select("id"), on="id", how="anti")
+        planned = [p for row in topics.iter_rows(named=True) for p in self.plan(row)]
+        expanded = pl.DataFrame(planned, schema={c: t for c, t in schema.items() if c != "instruction"})
+        result = super().apply(expanded.lazy(), expanded_context(ctx, topics.height, self.per_topic))
+        ctx.progress(missing.height)
+        empty = rejects_frame([{"id": row_id, "reason": "empty_topic", "detail": f"'{self.topic}' is empty"}
+                               for row_id in missing["id"]])
+        result = Result(result.output, pl.concat([result.rejects, empty]))
+        output = result.output
+        ctx.record("topics_covered", round(output["source_id"].n_unique() / table.height, 4) if table.height else None)
+        ctx.record("per_template", dict(sorted(Counter(output["template_id"].to_list()).items())))
+        record_diversity(ctx, output["instruction"].to_list())
+        return result

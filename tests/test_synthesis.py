@@ -1,0 +1,283 @@
+"""The synthesis operators with a scripted model: lineage, every dropped row in rejects with its
+reason, the paper rules (Self-Instruct filters and novelty, Evol-Instruct elimination), Magpie
+dedup between passes, dialogue turn failures with their index, constitutional pairs, and a
+rebuild that makes no model call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+
+import pytest
+from rouge_score import rouge_scorer
+
+from dataflow import Pipeline
+from dataflow.errors import DataflowError
+from dataflow.llm import register_backend
+from dataflow.llm.client import unload_backends
+from dataflow.llm.types import Completion, Response
+from dataflow.operators import (ConstitutionalRevision, EvolInstruct, Magpie, MultiTurnDialogue, SelfInstruct,
+                                ToPreference, TopicTemplate)
+
+WORDS = ("river", "violin", "tax", "orbit", "garden", "ledger", "poem", "glacier", "compiler", "bakery", "sonnet",
+         "harbor", "invoice", "quartz", "lantern", "meadow", "tariff", "galaxy", "pottery", "cipher", "canyon", "ferry",
+         "atlas", "falcon", "mosaic", "prism", "summit", "tundra", "vortex", "walnut", "yacht", "zephyr")
+
+
+def words(key: str, count: int) -> list[str]:
+    """``count`` words drawn from a hash of ``key``."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return [WORDS[b % len(WORDS)] for b in digest[:count]]
+
+
+def reply(text: str) -> str:
+    """What the scripted model writes for one prompt text."""
+    if text.startswith("Write one instruction"):
+        task = re.search(r"What the instruction should be: (.*)", text).group(1)
+        return json.dumps({"instruction": "Hi" if "tax law" in task else f"Please write {task} today."})
+    if text.startswith("Here are some example tasks"):
+        shown = re.findall(r"^\d+\. (.*)$", text, re.M)
+        fresh = " ".join(words(text, 8))
+        return json.dumps({"tasks": [f"Write a short story that mentions {fresh}.", shown[0], "Draw a picture of a cat.",
+                                     "Do it", "- list three fruits that are red", f"Classify the mood of {fresh[:20]}."]})
+    if text.startswith("Can the following task"):
+        return json.dumps({"classification": "Classify" in text})
+    if "This is a classification task" in text:
+        return json.dumps({"label": "positive", "input": "What a lovely day."})
+    if text.startswith("Task: "):
+        return json.dumps({"input": "", "output": "Once upon a time."})
+    if text.startswith("I want you to act as a prompt rewriter"):
+        parent = text.split("Given prompt:\n", 1)[1].rsplit("\n\nReply with JSON", 1)[0]
+        if "copycat" in parent:
+            return json.dumps({"rewritten_prompt": f"#Rewritten Prompt#: {parent}"})
+        return json.dumps({"rewritten_prompt": f"{parent} Give exactly three examples."})
+    if text.startswith("I want you to act as a prompt creator"):
+        return json.dumps({"created_prompt": "Explain how glaciers carve fjords to a ten-year-old."})
+    if text.startswith("Here are two instructions"):
+        return json.dumps({"adds_something": "the same please" not in text})
+    if text.startswith("Critique"):
+        return json.dumps({"violates": "stupid" in text, "critique": "It insults the user." if "stupid" in text else
+                           "It is fine."})
+    if text.startswith("Rewrite an AI assistant's response"):
+        return json.dumps({"revision": "Here is a kind and clear answer."})
+    if text.startswith("You are role-playing a USER"):
+        said = text.count("\nUSER: ") + text.startswith("USER: ")
+        if "confused" in text and said == 1:
+            return json.dumps({"message": "Assistant: I can help you with that.", "done": False})
+        done = "impatient" in text and said >= 2
+        message = {"message": f"Question {said} about my order?"}
+        return json.dumps(message if said == 0 else {**message, "done": done})
+    if "impossible" in text:
+        return "Sorry, I cannot do that."
+    if "stopwords" in text:
+        return "the and of it"
+    return f"A full and careful answer to: {text[:60]}"
+
+
+class SynthBackend:
+    """Answers chat requests with ``reply``; a raw prompt (Magpie) with QUERIES by sample."""
+
+    QUERIES = ["How do I bake sourdough bread at home?", "How do I bake sourdough bread at home?",
+               "How can I bake sourdough bread at home?", "What is the capital of Peru?", "ok"]
+    calls = 0
+    raw_prompts: list[str] = []
+
+    def __init__(self, spec):
+        self.chunk_size = 64
+
+    def prepare(self, node, requests, labels):
+        pass
+
+    def generate(self, requests):
+        SynthBackend.calls += len(requests)
+        out = []
+        for r in requests:
+            if r.prompt is not None:
+                SynthBackend.raw_prompts.append(r.prompt)
+                texts = [self.QUERIES[(r.sampling.seed + k) % len(self.QUERIES)] for k in range(r.sampling.n)]
+            else:
+                texts = [reply(r.messages[-1][1])] * r.sampling.n
+            out.append(Response([Completion(t, "stop", len(t.split())) for t in texts], 10))
+        return out
+
+
+register_backend("synth", SynthBackend, lambda spec: "synth")
+MODEL = "synth:"
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
+    SynthBackend.calls, SynthBackend.raw_prompts = 0, []
+    unload_backends()
+    yield
+    unload_backends()
+
+
+def build(builder, op, rows, name="synth", rebuild=()):
+    p = Pipeline("synthesis")
+    p.output("out", p.from_rows(rows, name="src").apply(op, name=name))
+    return builder.build(p, rebuild=rebuild)
+
+
+def node_metrics(report, name="synth") -> dict:
+    return next(s.metrics for s in report.stats if s.name == name)
+
+
+def rouge_l(a: str, b: str) -> float:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(a, b)["rougeL"].fmeasure
+
+
+# -- topic x template --------------------------------------------------------------------
+
+TEMPLATES = {"howto": "a how-to question about {topic} for a {level}", "compare": "a comparison of two ideas in {topic}"}
+
+
+def test_topic_template_writes_an_instruction_per_topic_template_and_sample_with_lineage(builder):
+    op = TopicTemplate(templates=TEMPLATES, slots={"level": ["beginner", "expert"]}, per_topic=3, model=MODEL)
+    report = build(builder, op, [{"topic": t, "area": "x"} for t in ("rust", "baking", "tax law", None)])
+    out = builder.output("out").sort("id")
+    assert out.height == 6  # tax law: every instruction too short, rejected
+    assert out.filter(out["source_id"] == "src-1")["template_id"].to_list() == ["compare", "howto", "howto"]
+    first = out.row(0, named=True)
+    assert first["id"] == "src-1/compare/1" and first["topic"] == "rust" and first["area"] == "x"
+    assert first["instruction"] == "Please write a comparison of two ideas in rust today."
+    howto = out.filter(out["template_id"] == "howto")
+    assert all(json.loads(v)["level"] in ("beginner", "expert") for v in howto["slot_values"])
+    assert all(json.loads(v)["level"] in t for v, t in zip(howto["slot_values"], howto["task"]))
+    rejects = builder.rejects("synth")
+    assert sorted(rejects["id"]) == ["src-3/compare/1", "src-3/howto/0", "src-3/howto/2", "src-4"]
+    assert rejects.sort("id")["reason"].to_list() == ["bad_instruction"] * 3 + ["empty_topic"]
+    metrics = node_metrics(report)
+    assert metrics["topics_covered"] == pytest.approx(2 / 4, abs=1e-3)
+    assert metrics["per_template"] == {"compare": 2, "howto": 4}
+    assert 0 < metrics["distinct_2"] <= 1
+
+
+def test_a_template_slot_with_no_column_and_no_values_fails_at_compile_time(builder):
+    op = TopicTemplate(templates={"t": "a question about {topic} for {audience}"}, model=MODEL)
+    with pytest.raises(DataflowError, match="audience"):
+        build(builder, op, [{"topic": "rust"}])
+
+
+# -- self-instruct -----------------------------------------------------------------------
+
+SEEDS = ["Write a haiku about the first snow of winter.", "Explain why the sky looks blue during the day.",
+         "Summarize the plot of a famous novel in three sentences.", "Give me five tips for a job interview.",
+         "Translate the phrase good morning into Spanish and French.", "List the planets of the solar system in order.",
+         "Suggest a name for a small coffee shop near the sea.", "Describe how a bill becomes a law in simple words."]
+
+
+def test_self_instruct_rounds_filter_by_the_paper_rules_and_novelty_across_rounds(builder):
+    op = SelfInstruct(model=MODEL, target=6, per_prompt=6, prompts_per_round=2, max_rounds=5)
+    report = build(builder, op, [{"instruction": s} for s in SEEDS])
+    out = builder.output("out")
+    assert out.height >= 6  # the round that reaches the target keeps all its tasks
+    rejects = builder.rejects("synth")
+    reasons = Counter(rejects["reason"])
+    assert {"not_novel", "blacklisted", "too_short", "starts_with_punctuation"} <= set(reasons)
+    copied = rejects.filter(rejects["reason"] == "not_novel")
+    for detail in copied["detail"]:
+        found = json.loads(detail)
+        assert found["rouge_l"] > 0.7 and found["most_similar"] in SEEDS + out["instruction"].to_list()
+    kept = out["instruction"].to_list()
+    for i, text in enumerate(kept):  # brute force: novel against the seeds and every task kept before it
+        assert all(rouge_l(text, other) <= 0.7 for other in SEEDS + kept[:i])
+    assert out.filter(out["instruction"].str.starts_with("Classify"))["is_classification"].all()
+    assert set(out.filter(out["is_classification"])["output"]) == {"positive"}
+    assert all(set(ids) & {f"src-{i}" for i in range(1, 9)} for ids in out["context_ids"])
+    metrics = node_metrics(report)
+    assert metrics["stopped"] == "target (6)" and metrics["tasks_kept"] == out.height
+    calls = SynthBackend.calls
+    build(builder, op, [{"instruction": s} for s in SEEDS], rebuild=("synth",))
+    assert SynthBackend.calls == calls  # the rebuild is answered by the request cache
+
+
+def test_self_instruct_with_no_usable_seed_says_so(builder):
+    with pytest.raises(DataflowError, match="no seed task has a non-empty 'instruction'"):
+        build(builder, SelfInstruct(model=MODEL), [{"instruction": " "}])
+
+
+# -- evol-instruct -----------------------------------------------------------------------
+
+def test_evol_instruct_lineage_and_the_four_elimination_rules(builder):
+    rows = [{"instruction": "Explain photosynthesis to a child."}, {"instruction": "copycat: name a river."},
+            {"instruction": "Keep it the same please."}, {"instruction": "Do the impossible thing."},
+            {"instruction": "Answer with stopwords only."}]
+    op = EvolInstruct(model=MODEL, generations=2, operations=("add_constraints",))
+    build(builder, op, rows)
+    out = builder.output("out").sort("id")
+    assert out["id"].to_list() == ["src-1/g1", "src-1/g2"]
+    assert out["parent_id"].to_list() == ["src-1", "src-1/g1"] and set(out["root_id"]) == {"src-1"}
+    assert out["instruction"][1] == "Explain photosynthesis to a child. Give exactly three examples. " \
+                                    "Give exactly three examples."
+    assert out["generation"].to_list() == [1, 2] and set(out["operation"]) == {"add_constraints"}
+    reasons = dict(zip(*builder.rejects("synth").select("id", "reason").to_dict(as_series=False).values()))
+    assert reasons["src-2/g1"] == "copied_template" and reasons["src-3/g1"] == "no_information_gain"
+    assert reasons["src-4/g1"] == "model_cannot_answer" and reasons["src-5/g1"] == "response_only_stop_words"
+    assert reasons["src-2/g2"] == "copied_template"  # a failed generation evolves its parent again
+
+
+# -- magpie ------------------------------------------------------------------------------
+
+def test_magpie_sends_the_raw_pre_query_and_dedups_between_the_passes(builder):
+    op = Magpie(model=MODEL, pre_query="<|im_start|>user\n", per_row=5)
+    build(builder, op, [{"n": 1}])
+    assert set(SynthBackend.raw_prompts) == {"<|im_start|>user\n"}  # and a retry for the invalid one
+    out = builder.output("out")
+    assert sorted(out["instruction"]) == ["How do I bake sourdough bread at home?", "What is the capital of Peru?"]
+    assert all([t["role"] for t in m] == ["user", "assistant"] for m in out["messages"])
+    rejects = builder.rejects("synth")
+    assert set(rejects["reason"]) == {"duplicate", "near_duplicate"}  # "ok" was asked again, not kept
+    near = json.loads(rejects.filter(rejects["reason"] == "near_duplicate")["detail"][0])
+    assert near["rouge_l"] > 0.7 and near["most_similar"] in out["id"].to_list()
+
+
+def test_magpie_on_a_server_needs_the_pre_query_text(builder):
+    with pytest.raises(DataflowError, match="pre_query"):
+        build(builder, Magpie(model=MODEL), [{"n": 1}])
+
+
+# -- dialogue ----------------------------------------------------------------------------
+
+def test_dialogues_alternate_stop_at_the_goal_and_reject_role_confusion_with_the_turn(builder):
+    rows = [{"persona": "an impatient buyer", "goal": "track an order", "scenario": "a late parcel"},
+            {"persona": "a calm buyer", "goal": "track an order", "scenario": "a late parcel"},
+            {"persona": "a confused buyer", "goal": "track an order", "scenario": "a late parcel"}]
+    build(builder, MultiTurnDialogue(model=MODEL, turns=4), rows)
+    out = builder.output("out").sort("id")
+    assert out["ended"].to_list() == ["goal_reached", "max_turns"]
+    for messages, turns in zip(out["messages"], out["turns"]):
+        roles = [t["role"] for t in messages]
+        assert roles == ["system"] + ["user", "assistant"] * turns
+    assert out["turns"].to_list() == [2, 4]
+    rejects = builder.rejects("synth")
+    assert rejects.select("id", "reason").row(0) == ("src-3", "role_confusion")
+    assert rejects["detail"][0].startswith("turn 1:")
+
+
+# -- constitutional revision -------------------------------------------------------------
+
+def test_constitutional_revision_revises_violations_into_sft_rows_and_pairs(builder):
+    rows = [{"prompt": "How do I fix my bike?", "response": "That is a stupid question."},
+            {"prompt": "What is 2+2?", "response": "4"}]
+    p = Pipeline("constitution")
+    revised = p.from_rows(rows, name="src").apply(ConstitutionalRevision(model=MODEL), name="synth")
+    p.output("out", revised)
+    p.output("pairs", revised.filter(revised_column()).apply(ToPreference(chosen="revision", rejected="response")))
+    builder.build(p)
+    out = builder.output("out").sort("id")
+    assert out["revised"].to_list() == [True, False]
+    assert out["revision"].to_list() == ["Here is a kind and clear answer.", "4"]
+    assert out["critique"][0] == "It insults the user." and out["principle"][0]
+    pair = builder.output("pairs").row(0, named=True)
+    assert pair["chosen"][0]["content"] == "Here is a kind and clear answer."
+    assert pair["rejected"][0]["content"] == "That is a stupid question."
+
+
+def revised_column():
+    import polars as pl
+
+    return pl.col("revised")
