@@ -4,7 +4,9 @@ default model with a JSON schema against the same requests without one, interlea
     python benchmarks/constrained.py [--runs 3] [--prompts 32] [--max-tokens 64]
 
 The backend is called directly (no request cache). Target: constrained >= 1/1.2 of the
-unconstrained rate.
+unconstrained rate. Why llguidance: measured once (2026-12-01) on the default tokenizer and the
+judge schema, its mask takes ~7 us per step (xgrammar 0.2.9: ~4.5 us), both far below a model step,
+and it needs no other package (xgrammar pulls triton and apache-tvm-ffi).
 """
 
 from __future__ import annotations
