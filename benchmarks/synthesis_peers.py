@@ -437,6 +437,11 @@ def main() -> None:
         lines += [f"**{titles[task]}**", "", *table(task, rows), "", notes[task], ""]
         for side, row in rows.items():
             lines.append(f"- {side} examples (first repeat): " + " / ".join(f"`{t[:90]}`" for t in row["examples"]))
+        ours, peer = rows["dataflow"], rows["distilabel"]
+        more = ours["per_100"] > peer["per_100"]
+        lines.append(f"- target (issue 13: more distinct instructions per call, no pair >= 0.8): distinct / 100 calls "
+                     f"{ours['per_100']:.1f} vs {peer['per_100']:.1f}, {'met' if more else 'MISSED'}; pairs >= 0.8 "
+                     f"{ours['pairs']} vs {peer['pairs']}, {'met' if ours['pairs'] == 0 else 'MISSED'}")
         lines.append("")
     lines += [
         ("Metrics: distinct = after exact dedup of normalized text (NFKC, lower case, word characters); exact-dup "

@@ -281,3 +281,18 @@ def revised_column():
     import polars as pl
 
     return pl.col("revised")
+
+
+@pytest.mark.parametrize("op, message", [
+    (SelfInstruct(model=MODEL, target=0), "target must be a positive int, not 0"),
+    (EvolInstruct(model=MODEL, operations=("shout",)), "operations must be some of"),
+    (TopicTemplate(templates={}, model=MODEL), "give at least one template"),
+    (MultiTurnDialogue(model=MODEL, turns=0), "turns must be a positive int"),
+    (ConstitutionalRevision(model=MODEL, principles=()), "give at least one principle"),
+])
+def test_bad_arguments_are_compile_errors_that_say_what_to_do(builder, op, message):
+    rows = [{"instruction": "x", "topic": "t", "persona": "p", "goal": "g", "scenario": "s", "prompt": "q",
+             "response": "r"}]
+    with pytest.raises(DataflowError, match=message):
+        build(builder, op, rows)
+    assert SynthBackend.calls == 0

@@ -125,9 +125,13 @@ class LLMOperator(SamplingParameters, Operator):
             problems.append("give at least one model")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             problems.append(f"stop must be a tuple of non-empty strings, e.g. stop=('\\n\\n',), not {self.stop!r}")
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            problems.append(f"max_attempts must be a positive int, not {self.max_attempts!r}")
+        problems += self.not_positive("max_attempts")
         return problems + self.sampling().problems()
+
+    def not_positive(self, *names: str) -> list[str]:
+        """A problem for each of the named fields that is not a positive int."""
+        return [f"{name} must be a positive int, not {getattr(self, name)!r}" for name in names
+                if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
 
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         generated = self.generated_columns()

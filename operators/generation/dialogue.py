@@ -78,10 +78,7 @@ class MultiTurnDialogue(OneModel):
         return (self.model,) if self.simulator_model in (None, self.model) else (self.model, self.simulator_model)
 
     def check(self) -> list[str]:
-        problems = super().check()
-        if not isinstance(self.turns, int) or self.turns < 1:
-            problems.append(f"turns must be a positive int, not {self.turns!r}")
-        return problems
+        return super().check() + self.not_positive("turns")
 
     def required_columns(self) -> dict[str, Any]:
         columns = [self.persona, self.goal, self.scenario, self.system_column]

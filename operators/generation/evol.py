@@ -127,8 +127,7 @@ class EvolInstruct(OneModel):
         unknown = sorted(set(self.operations) - set(OPERATIONS))
         if unknown or not self.operations:
             problems.append(f"operations must be some of {list(OPERATIONS)}, not {list(self.operations)}")
-        if not isinstance(self.generations, int) or self.generations < 1:
-            problems.append(f"generations must be a positive int, not {self.generations!r}")
+        problems += self.not_positive("generations")
         return problems
 
     def required_columns(self) -> dict[str, Any]:

@@ -123,8 +123,7 @@ class BestOfK(Generate):
 
     def check(self) -> list[str]:
         problems = super().check()
-        if not isinstance(self.k, int) or self.k < 1:
-            problems.append(f"k must be a positive int, not {self.k!r}")
+        problems += self.not_positive("k")
         problems += [p for t in self.temperatures for p in self.sampling(temperature=t).problems()]
         return problems
 

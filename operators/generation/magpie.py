@@ -55,8 +55,7 @@ class Magpie(OneModel):
         problems = super().check()
         if self.pre_query is None and not problems and backend_type(resolve_spec(self.model)).model_dir is None:
             problems.append(f"the model {self.model!r} has no chat template here (a server): {PRE_QUERY_HELP}")
-        if not isinstance(self.per_row, int) or self.per_row < 1:
-            problems.append(f"per_row must be a positive int, not {self.per_row!r}")
+        problems += self.not_positive("per_row")
         return problems
 
     def required_columns(self) -> dict[str, Any]:

@@ -118,9 +118,7 @@ class SelfInstruct(OneModel):
 
     def check(self) -> list[str]:
         problems = super().check()
-        for name in ("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive int, not {getattr(self, name)!r}")
+        problems += self.not_positive("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds")
         if not 0 < self.threshold <= 1:
             problems.append(f"threshold must be in (0, 1], not {self.threshold}")
         return problems

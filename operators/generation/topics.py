@@ -86,8 +86,7 @@ class TopicTemplate(OneModel):
         problems = super().check()
         if not self.templates:
             problems.append("give at least one template, e.g. templates={'howto': 'a how-to question about {topic}'}")
-        if not isinstance(self.per_topic, int) or self.per_topic < 1:
-            problems.append(f"per_topic must be a positive int, not {self.per_topic!r}")
+        problems += self.not_positive("per_topic")
         problems += [f"slot '{name}' has no values: give a non-empty list" for name, values in self.slots.items()
                      if not values]
         return problems
