@@ -296,3 +296,11 @@ def test_bad_arguments_are_compile_errors_that_say_what_to_do(builder, op, messa
     with pytest.raises(DataflowError, match=message):
         build(builder, op, rows)
     assert SynthBackend.calls == 0
+
+
+def test_a_dialogue_that_must_reach_its_goal_and_never_does_is_rejected(builder):
+    rows = [{"persona": "a calm buyer", "goal": "track an order", "scenario": "a late parcel"}]
+    build(builder, MultiTurnDialogue(model=MODEL, turns=2, require_goal=True), rows)
+    assert builder.output("out").height == 0
+    assert builder.rejects("synth").select("reason", "detail").row(0) == (
+        "no_stop", "the goal was not reached in 2 user turns")
