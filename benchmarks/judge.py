@@ -134,17 +134,20 @@ def llama_server(threads: int):
         server.wait()
 
 
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 def table(runs: list[dict]) -> list[str]:
-    pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     lines = ["| run | judge | ranked right | ranked right, weighted | tie | no valid reply | invalid replies | "
              "position bias (first) | both orders agree | build s |", "| --- " * 10 + "|"]
     for r in runs:
         name = f"{r['label']}, {r['path']}"
-        lines.append(f"| {name} | pointwise 1-10 | {pct(r['point_right'])} | | {pct(r['point_tie'])} | "
-                     f"{pct(r['point_unscored'])} | {pct(r['point_invalid'])} | | | {r['seconds']:.0f} |")
-        lines.append(f"| {name} | pairwise, both orders | {pct(r['pair_right'])} | {pct(r['pair_weighted_right'])} | "
-                     f"{pct(r['pair_tie'])} | {pct(r['pair_unjudged'])} | {pct(r['pair_invalid'])} | "
-                     f"{pct(r['position_bias_first'])} | {pct(r['consistent'])} | |")
+        lines.append(f"| {name} | pointwise 1-10 | {percent(r['point_right'])} | | {percent(r['point_tie'])} | "
+                     f"{percent(r['point_unscored'])} | {percent(r['point_invalid'])} | | | {r['seconds']:.0f} |")
+        lines.append(f"| {name} | pairwise, both orders | {percent(r['pair_right'])} | {percent(r['pair_weighted_right'])} | "
+                     f"{percent(r['pair_tie'])} | {percent(r['pair_unjudged'])} | {percent(r['pair_invalid'])} | "
+                     f"{percent(r['position_bias_first'])} | {percent(r['consistent'])} | |")
     return lines
 
 
@@ -180,9 +183,8 @@ def main() -> None:
                + (f"; fallback: {r['fallbacks']}" if r.get("fallbacks") else "") for r in runs], "", *table(runs), "",
              "| corruption | " + " | ".join(f"{r['label']}, {r['path']}: pointwise / pairwise" for r in runs) + " |",
              "| --- " * (len(runs) + 1) + "|"]
-    pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     for kind in runs[0]["by_kind"]:
-        lines.append(f"| {kind} | " + " | ".join(f"{pct(r['by_kind'][kind][0])} / {pct(r['by_kind'][kind][1])}"
+        lines.append(f"| {kind} | " + " | ".join(f"{percent(r['by_kind'][kind][0])} / {percent(r['by_kind'][kind][1])}"
                                                 for r in runs) + " |")
     write_section("judge", "Judge reliability before and after structured output (issues 5, 19)", "\n".join(lines))
 
