@@ -21,6 +21,16 @@ commands:
   show NAME           the first rows and the schema of a node or output.
   report              the summary of the last build (nodes, rows, rejects, metrics).
   clean               delete cached node results that no build references.
+  train sft|dpo|grpo DATA
+                      train a model on a build output with TRL into runs/<run id>/ (resumable;
+                      a finished run with the same inputs is not trained again).
+  export NAME --format FORMAT --to DIR
+                      an output as the files a trainer reads as they are: llamafactory, verl, trl,
+                      openai, sharegpt, alpaca, chatml.
+  eval MODEL --on NAME
+                      pass@1/pass@k with the verifiers, win rate against a baseline (pairwise judge,
+                      both orders), KL to a reference, distinct-2; a table and a JSON record in
+                      runs/<run id>/eval/; exit 1 when an exit gate fails.
 
 exit status: 0 on success, 1 on an error or a failed gate (explained in one paragraph), 130 when
 interrupted.
@@ -118,6 +128,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataflow.trainers.train import train
+
+    directory = train(args.trainer, args.data, args.model, args.config, _settings(args.set), args.out, args.runs)
+    print(f"next: dataflow eval {directory} --on HELD_OUT_OUTPUT --out {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dataflow.trainers.evaluation import run
+
+    return run(args)
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from dataflow.records import referenced_fingerprints
     from dataflow.store import Store
@@ -154,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     def out_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, default=Path("out"), help="build directory (default: out)")
 
+    def runs_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--runs", type=Path, default=Path("runs"), help="training runs directory (default: runs)")
+
     b = sub.add_parser("build", help="build a pipeline file")
     b.add_argument("pipeline", help="path of the pipeline .py file")
     out_option(b)
@@ -187,6 +214,40 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("clean", help="delete cache entries no build references")
     out_option(c)
     c.set_defaults(run=cmd_clean)
+
+    t = sub.add_parser("train", help="train a model on a build output (SFT, DPO, GRPO on TRL)")
+    trainers = t.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
+    from dataflow.trainers.config import CONFIGS, field_help
+
+    for name, what in (("sft", "conversations (an sft output)"), ("dpo", "preference pairs (a preference output)"),
+                       ("grpo", "a prompt set with gold answers (a prompt output)")):
+        k = trainers.add_parser(name, help=f"{name.upper()} on {what}", epilog=field_help(CONFIGS[name]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        k.add_argument("data", metavar="DATA", help="an output name of the last build in --out, or an OUT/NAME folder")
+        k.add_argument("--model", default="local", help="the base model: local (the default), hf:PATH, or a run (its "
+                                                        "id, an id prefix or `last`: continue from its model)")
+        k.add_argument("--config", type=Path, help="a YAML file of config fields (listed below)")
+        k.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a config field (repeatable; wins over --config)")
+        out_option(k)
+        runs_option(k)
+        k.set_defaults(run=cmd_train)
+
+    from dataflow.trainers import exports
+
+    x = sub.add_parser("export", help="write a build output as the files a trainer reads (LLaMA-Factory, verl, "
+                                      "TRL, OpenAI, ...)")
+    exports.add_arguments(x)
+    out_option(x)
+    x.set_defaults(run=exports.run)
+
+    from dataflow.trainers.evaluation import add_arguments as eval_arguments
+
+    e = sub.add_parser("eval", help="evaluate a model or a training run on a build output")
+    eval_arguments(e)
+    out_option(e)
+    runs_option(e)
+    e.set_defaults(run=cmd_eval)
     return main
 
 

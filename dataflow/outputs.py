@@ -1,4 +1,10 @@
-"""Declared outputs under ``<out>/<name>/``: the data, a dataset card and the fingerprint."""
+"""Declared outputs under ``<out>/<name>/``: the data, a dataset card and the fingerprint.
+
+The data has standard Arrow types (``string``, ``list``), not the ``large_*`` ones polars writes, so
+``datasets.concatenate_datasets`` and ``interleave_datasets`` take an output together with an
+ordinary hub dataset. The store keeps what polars wrote; an output is cast from it one row group at
+a time, so memory stays flat however large it is, and only when its node changed.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,12 @@ import secrets
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from dataflow.compiler import CompiledPipeline
-from dataflow.records import NodeStats, node_rows
+from dataflow.records import NodeStats, lineage, nearly_empty_note, stored_rows
 from dataflow.store import DATA, Store, now
 
 FINGERPRINT_FILE = ".fingerprint"
@@ -25,11 +35,7 @@ def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dic
         return False
     tmp = store.tmp / f"out-{name}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)
-    stored = store.entry(node.fingerprint) / DATA
-    if stored.exists():
-        _link_or_copy(stored, tmp / DATA)
-    else:  # a view: write its rows
-        node_rows(store, node.fingerprint).sink_parquet(tmp / DATA, compression="zstd")
+    _write_data(store, node.fingerprint, tmp / DATA)
     (tmp / "README.md").write_text(dataset_card(compiled, name, stats))
     (tmp / FINGERPRINT_FILE).write_text(node.fingerprint)
     store.move_into_place(tmp, target)
@@ -47,36 +53,62 @@ def withdraw_output(store: Store, name: str) -> None:
         shutil.rmtree(gone, ignore_errors=True)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+def _write_data(store: Store, fingerprint: str, target: Path) -> None:
+    """The node's rows as Parquet with standard Arrow types, one stored row group at a time (a
+    view's: the row groups of the data it filters, less the rows it rejected)."""
+    data, removed = stored_rows(store, fingerprint)
+    source = pq.ParquetFile(data)
+    standard = standard_schema(source.schema_arrow)
+    rejected = removed.to_arrow().cast(source.schema_arrow.field("id").type)
+    with pq.ParquetWriter(target, standard, compression="zstd") as writer:
+        for i in range(source.num_row_groups):
+            table = source.read_row_group(i)
+            if len(rejected):
+                table = table.filter(pc.invert(pc.is_in(table["id"], value_set=rejected)))
+            writer.write_table(table.cast(standard))
 
 
-def _lineage(compiled: CompiledPipeline, name: str) -> list[str]:
-    """The node and its ancestors, sources first."""
-    seen: list[str] = []
+def standard_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with standard types in place of large and view ones, through nested types."""
+    return pa.schema([_standard_field(f) for f in schema], metadata=schema.metadata)
 
-    def visit(n: str) -> None:
-        for ref in compiled.nodes[n].inputs:
-            visit(ref)
-        if n not in seen:
-            seen.append(n)
 
-    visit(name)
-    return seen
+def _standard_field(field: pa.Field) -> pa.Field:
+    return field.with_type(standard_type(field.type))
+
+
+def standard_type(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with ``string`` for ``large_string``/``string_view``, ``binary`` for
+    ``large_binary``/``binary_view`` and ``list`` for ``large_list``/``list_view``, at every depth."""
+    if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return pa.string()
+    if pa.types.is_large_binary(dtype) or pa.types.is_binary_view(dtype):
+        return pa.binary()
+    if pa.types.is_fixed_size_list(dtype):
+        return pa.list_(_standard_field(dtype.value_field), dtype.list_size)
+    if pa.types.is_map(dtype):
+        return pa.map_(_standard_field(dtype.key_field), _standard_field(dtype.item_field), dtype.keys_sorted)
+    if any(check(dtype) for check in (pa.types.is_list, pa.types.is_large_list, pa.types.is_list_view,
+                                      pa.types.is_large_list_view)):
+        return pa.list_(_standard_field(dtype.value_field))
+    if pa.types.is_struct(dtype):
+        return pa.struct([_standard_field(dtype.field(i)) for i in range(dtype.num_fields)])
+    return dtype
+
 
 
 def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> str:
     spec = compiled.outputs[name]
     node_name, node = spec.node, stats[spec.node]
     pipeline = compiled.pipeline
+    steps = lineage({n: compiled.nodes[n].inputs for n in compiled.order}, node_name)
+    note = nearly_empty_note(name, node.rows_out, [stats[s] for s in steps])
     lines = [
         f"# {name}", "",
         f"Output `{name}` of the dataflow pipeline `{pipeline.name}` (node `{node_name}`), "
         f"built {now()}.", "",
         pipeline.description, "",
+        *([f"**Warning**: {note}.", ""] if note else []),
         f"- rows: {node.rows_out:,}",
         *([f"- records: `{spec.schema}` (see `dataflow.schemas`)"] if spec.schema else []),
         f"- fingerprint: `{node.fingerprint}`",
@@ -86,7 +118,7 @@ def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeSta
         "## How it was made", "", "| step | operator | rows in | rows out | rejected |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for step in _lineage(compiled, node_name):
+    for step in steps:
         s = stats[step]
         rows_in = "" if s.rows_in is None else f"{s.rows_in:,}"
         lines.append(f"| {step} | {s.op} | {rows_in} | {s.rows_out:,} | {s.rejected:,} |")

@@ -23,6 +23,7 @@ from dataflow.store import DATA, META, REJECTS, Store, now
 
 MANIFEST = "manifest.json"
 RUNS = "runs.jsonl"
+NEARLY_EMPTY = 10  # an output with fewer rows is reported as nearly empty
 
 
 @dataclass
@@ -113,13 +114,22 @@ def cached_stats(store: Store, name: str, fingerprint: str) -> NodeStats:
 
 
 def node_rows(store: Store, fingerprint: str) -> pl.LazyFrame:
-    """The rows of a stored node (a view's are its input's rows minus its rejects)."""
+    """The rows of a stored node (a view's are its input's rows minus its rejects), streamed: a
+    filter keeps memory flat as the input grows, where an order-keeping anti-join does not."""
+    data, removed = stored_rows(store, fingerprint)
+    rows = pl.scan_parquet(data)
+    return rows.filter(~pl.col("id").is_in(removed.implode())) if len(removed) else rows
+
+
+def stored_rows(store: Store, fingerprint: str) -> tuple[Path, pl.Series]:
+    """Where a stored node's rows are: the data file of the node, or of the node its view (or its
+    chain of views) filters, and the ids of the rows of that file the views rejected."""
     entry = store.entry(fingerprint)
     view_of = read_node_meta(entry).get("view_of")
-    if view_of:
-        rejected = pl.scan_parquet(entry / REJECTS).select("id")
-        return node_rows(store, view_of).join(rejected, on="id", how="anti", maintain_order="left")
-    return pl.scan_parquet(entry / DATA)
+    if not view_of:
+        return entry / DATA, pl.Series("id", [], pl.String)
+    data, removed = stored_rows(store, view_of)
+    return data, pl.concat([removed, pl.read_parquet(entry / REJECTS, columns=["id"]).get_column("id")])
 
 
 def reject_constants(entry: Path) -> dict[str, Any]:
@@ -137,6 +147,15 @@ def manifest_stats(manifest: dict[str, Any]) -> list[NodeStats]:
 def manifest_gates(manifest: dict[str, Any]) -> list[GateResult]:
     """The gate results of the build a manifest records, in the order they were checked."""
     return [GateResult(**result) for result in manifest.get("gates", [])]
+
+
+def output_warnings(manifest: dict[str, Any]) -> list[str]:
+    """The warnings about the outputs of the build a manifest records: each one nearly empty."""
+    stats = {s.name: s for s in manifest_stats(manifest)}
+    inputs = {name: node["inputs"] for name, node in manifest["nodes"].items()}
+    notes = [nearly_empty_note(name, spec["rows"], [stats[n] for n in lineage(inputs, spec["node"])])
+             for name, spec in manifest["outputs"].items() if not spec.get("skipped")]
+    return [note for note in notes if note]
 
 
 def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]], outputs: dict[str, dict[str, Any]],
@@ -157,6 +176,32 @@ def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+def lineage(inputs: dict[str, list[str]], node: str) -> list[str]:
+    """``node`` and its ancestors, in the order of ``inputs`` (each node's input nodes, in build order)."""
+    wanted, todo = set(), [node]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo += inputs[name]
+    return [n for n in inputs if n in wanted]
+
+
+def nearly_empty_note(output: str, rows: int | None, steps: list[NodeStats]) -> str | None:
+    """What the summary and the dataset card say of an output with fewer than ``NEARLY_EMPTY`` rows
+    (``steps``: its node and the node's ancestors, in build order): the rows it has, and the
+    nearest step before it that dropped rows, with the query that says why."""
+    if rows is None or rows >= NEARLY_EMPTY:
+        return None
+    note = f"output '{output}' is {'nearly ' if rows else ''}empty: {rows:,} row{'' if rows == 1 else 's'}"
+    dropping = next((s for s in reversed(steps) if s.rejected), None)
+    if dropping is None:
+        return note
+    return (f"{note}; the nearest step that dropped rows is '{dropping.name}' ({dropping.rejected:,} rejected), "
+            f"see why: dataflow query \"select reason, count(*) n from rejects where node = '{dropping.name}' "
+            f"group by all order by n desc\"")
 
 
 def node_record(stats: NodeStats, plan: NodePlan, kind: str, inputs: list[str], store: Store) -> dict[str, Any]:

@@ -68,3 +68,24 @@ def shuffled(table: pl.DataFrame, seed: int) -> pl.DataFrame:
     order = list(range(table.height))
     random.Random(seed).shuffle(order)
     return table[order]
+
+
+@pytest.fixture(scope="session")
+def example_build(tmp_path_factory):
+    """``example_build("grpo_math.py", problems=4)``: the build folder of an example pipeline, built once per
+    test session for each file and parameter set (each pipeline in its own folder: a build's manifest
+    names its own outputs)."""
+    from dataflow.build import load_pipeline
+
+    built: dict[tuple, Path] = {}
+
+    def example(file: str, **params) -> Path:
+        key = (file, tuple(sorted(params.items())))
+        if key not in built:
+            out = tmp_path_factory.mktemp(Path(file).stem) / "out"
+            pipeline = load_pipeline(str(REPO / "pipelines" / file), {k: str(v) for k, v in params.items()})
+            build(pipeline, out, Progress(io.StringIO()))
+            built[key] = out
+        return built[key]
+
+    return example

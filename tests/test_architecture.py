@@ -23,6 +23,8 @@ ALLOWED = {  # layer -> the layers it may import
     "core": {"base", "schemas", "text", "core"},
     "family": {"base", "schemas", "llm", "text", "core", "generation.base"},
     "engine": {"base", "schemas", "llm", "text", "core", "engine"},
+    "trainers": {"base", "schemas", "llm", "text", "core", "family", "generation.base", "engine", "trainers"},
+    "cli": {"base", "schemas", "llm", "text", "core", "engine", "trainers"},
 }
 
 
@@ -49,6 +51,10 @@ def layer(module: str) -> str:
         return "generation.base"
     if module.startswith("dataflow.operators."):
         return "family"
+    if module.startswith("dataflow.trainers"):
+        return "trainers"
+    if module == "dataflow.cli":
+        return "cli"
     return "engine"
 
 
@@ -96,16 +102,18 @@ def test_the_rule_catches_imports_across_families_and_up_into_the_engine(tmp_pat
         "operators/curation/minhash.py": "from dataflow.build import build",
         "dataflow/catalog.py": "from dataflow.operators.curation.minhash import MinHashDedup",
         "operators/text.py": "from dataflow.llm import LLMClient",
+        "dataflow/build.py": "from dataflow.trainers.runs import Run",
         "dataflow/operator.py": "def f():\n    from dataflow.pipeline import Pipeline",
         "operators/judging/pairwise.py": "from dataflow.operators.judging.score import JudgeScore",  # allowed
         "operators/rewards/math_answers.py": "from dataflow.operators.generation.base import LLMOperator",  # allowed
+        "trainers/rewards.py": "from dataflow.operators.rewards.math_answers import MathVerify",  # allowed
     }
     for name, source in cases.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(source + "\n")
     _, checked, broken = violations(tmp_path)
     assert checked == len(cases)
-    assert sorted(b.split(":")[0] for b in broken) == sorted(list(cases)[:5])
+    assert sorted(b.split(":")[0] for b in broken) == sorted(list(cases)[:6])
 
 
 def test_every_package_folder_is_installed():

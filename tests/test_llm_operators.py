@@ -17,7 +17,8 @@ from dataflow.llm.client import LLMClient, unload_backends
 from dataflow.llm import parse_spec, register_backend, spec_problems
 from dataflow.llm.types import Completion, Request, Response, Sampling
 from dataflow.operator import Rejection, identity_field
-from dataflow.operators import BestOfK, Generate, LLMOperator, StructuredGenerate
+from dataflow.operators import (BestOfK, ConversationPrompt, Generate, LLMOperator, PassRate, PreferencePairs,
+                                StructuredGenerate, ToPrompt)
 
 
 class FakeBackend:
@@ -28,6 +29,7 @@ class FakeBackend:
     calls: Counter = Counter()
     script: dict[str, list[str]] = {}
     sizes: list[int] = []
+    sent: list[tuple] = []  # the messages of every request
 
     def __init__(self, spec):
         FakeBackend.loads += 1
@@ -45,6 +47,7 @@ class FakeBackend:
         for r in requests:
             text = r.messages[-1][1]
             FakeBackend.calls[text] += 1
+            FakeBackend.sent.append(r.messages)
             scripted = FakeBackend.script.get(text)
             if scripted:
                 reply = scripted[min(FakeBackend.calls[text], len(scripted)) - 1]
@@ -69,6 +72,7 @@ register_backend("fake", FakeBackend, lambda spec: f"fake:{spec.target}")
 def _fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
     FakeBackend.loads, FakeBackend.calls, FakeBackend.script, FakeBackend.sizes = 0, Counter(), {}, []
+    FakeBackend.sent = []
     unload_backends()
     yield
     unload_backends()
@@ -205,6 +209,64 @@ def test_best_of_k_long_format_with_a_temperature_schedule(builder):
     assert out["seed"].unique().to_list() == [7]
     assert out["response"][3] == "echo question 0 k=1 t=0.3 seed=7"  # sample 1 of the 0.3 request
     assert node_metrics(report)["llm_calls"] == 6  # one request with n per temperature and prompt
+
+
+def test_best_of_k_flags_and_counts_candidates_cut_off_at_max_tokens(builder):
+    FakeBackend.script = {"question 0": ["cut off..."]}
+    report = build_one(builder, BestOfK(prompt="{q}", model="fake:m", k=2), questions(2))
+    reasons = builder.output("out").select("prompt_id", "response_finish_reason").rows()
+    assert reasons == [("rows-1", "length"), ("rows-1", "length"), ("rows-2", "stop"), ("rows-2", "stop")]
+    assert node_metrics(report)["truncated"] == 2
+
+
+def as_messages(turns: list[dict]) -> tuple:
+    return tuple((t["role"], t["content"]) for t in turns)
+
+
+def test_a_grpo_prompt_is_the_conversation_its_pass_rate_was_measured_on(builder):
+    p = Pipeline("grpo")
+    problems = p.from_rows([{"question": "What is 2+2?", "answer": "4"}, {"question": "What is 3+3?", "answer": "6"}],
+                           name="problems")
+    samples = problems.apply(ToPrompt(system="End with: The answer is <number>."), name="prompts").apply(
+        BestOfK(conversation="prompt", model="fake:m", k=2), name="samples")
+    rates = samples.map(reward=pl.col("sample_idx").cast(pl.Float64), name="scored").apply(PassRate(), name="rates")
+    p.output("grpo", rates)
+    builder.build(p)
+    prompts = [as_messages(turns) for turns in builder.output("grpo")["prompt"].to_list()]
+    assert prompts[0] == (("system", "End with: The answer is <number>."), ("user", "What is 2+2?"))
+    assert sorted(prompts) == sorted(set(FakeBackend.sent))
+
+
+def test_judged_candidates_hold_the_prompt_sent_and_the_reference_answer_by_its_name(builder):
+    rows = [{"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]}]
+    p = Pipeline("dpo")
+    prompts = p.from_rows(rows, name="chats").apply(ConversationPrompt(system="Answer briefly."), name="prompts")
+    candidates = prompts.apply(BestOfK(conversation="prompt", model="fake:m", k=2), name="candidates")
+    p.output("candidates", candidates)
+    p.output("pairs", candidates.map(score=pl.col("sample_idx"), name="scored").apply(PreferencePairs(), name="pairs"))
+    builder.build(p)
+    out = builder.output("candidates")
+    assert "messages" not in out.columns and out["reference_answer"].to_list() == ["Blue."] * 2
+    sent = (("system", "Answer briefly."), ("user", "Name a colour."))
+    assert set(FakeBackend.sent) == {sent}
+    assert [as_messages(turns) for turns in builder.output("pairs")["prompt"].to_list()] == [sent]
+
+
+def test_a_conversation_without_a_user_turn_has_no_prompt_and_a_blank_system_fails_compile(builder):
+    unanswered = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                  {"role": "user", "content": "Bye"}]
+    rows = [{"messages": [{"role": "system", "content": "Be kind."}, {"role": "assistant", "content": "Hello."}]},
+            {"messages": unanswered}]
+    p = Pipeline("prompts")
+    p.output("out", p.from_rows(rows, name="chats").apply(ConversationPrompt(), name="prompts"))
+    builder.build(p)
+    assert builder.output("out").select("prompt", "reference_answer").rows() == [(unanswered, None)]
+    assert builder.rejects("prompts").select("id", "detail").rows() == [("chats-1", "messages: no user turn")]
+    for op in (ConversationPrompt(system=" "), ToPrompt(system="")):
+        p = Pipeline("blank")
+        p.output("out", p.from_rows([{"question": "q", "answer": "a"}], name="src").apply(op, name="bad"))
+        with pytest.raises(CompileError, match="system must be a non-empty string or None"):
+            p.compile()
 
 
 def test_best_of_k_rejects_a_prompt_whole_when_one_request_fails(builder):

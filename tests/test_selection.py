@@ -6,8 +6,13 @@ import json
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from conftest import run as run_op
+from conftest import shuffled
 from dataflow import Pipeline
+from dataflow.errors import CompileError
 from dataflow.operators import (BalancedSample, PassRate, PreferencePairs, PyramidSample, SelectBest,
                                 learnable_band)
 from dataflow.schemas import get_schema
@@ -101,7 +106,7 @@ def test_pass_rate_and_learnable_band(builder):
     rates = p.from_rows(rows, name="src").apply(PassRate(), name="rates")
     p.output("o", rates.apply(learnable_band(), name="band"))
     builder.build(p)
-    assert builder.output("o").select("id", "pass_rate", "n_samples").rows() == [("q2", 0.5, 4)]
+    assert builder.output("o").select("id", "prompt_id", "pass_rate", "n_samples").rows() == [("q2", "q2", 0.5, 4)]
     assert dict(builder.rejects("band").select("id", "score").rows()) == {"q1": 1.0, "q3": 0.0}
 
 
@@ -116,3 +121,65 @@ def test_pairs_from_pairwise_verdicts(builder):
     assert out["chosen"][1].to_list() == [{"role": "assistant", "content": "blue"}]
     get_schema("preference").validate(out.row(0, named=True))
     assert builder.rejects("selected").select("id", "reason").rows() == [("src-3", "tie")]
+
+
+finish = st.sampled_from(["stop", "length", None])
+
+
+@st.composite
+def finished_candidates(draw) -> pl.DataFrame:
+    rows = draw(st.lists(st.tuples(st.integers(0, 4), st.one_of(st.none(), st.integers(0, 10).map(float)),
+                                   st.sampled_from(["", "short", "a longer reply"]), finish), min_size=1, max_size=30))
+    return pl.DataFrame({"id": [f"c{i:02d}" for i in range(len(rows))], "prompt_id": [f"p{g}" for g, *_ in rows],
+                         "prompt": ["Q"] * len(rows), "score": [s for _, s, _, _ in rows],
+                         "response": [r for _, _, r, _ in rows], "response_finish_reason": [f for *_, f in rows]},
+                        schema={"id": pl.String, "prompt_id": pl.String, "prompt": pl.String, "score": pl.Float64,
+                                "response": pl.String, "response_finish_reason": pl.String})
+
+
+def best_first(rows) -> list[dict]:
+    return sorted((r for r in rows if r["score"] is not None), key=lambda r: (-r["score"], r["id"]))
+
+
+@given(finished_candidates(), st.integers(0, 1000), st.sampled_from([0.0, 2.5]))
+def test_a_candidate_cut_off_at_max_tokens_is_never_chosen(table, seed, margin):
+    pairs, _ = run_op(PreferencePairs(min_margin=margin), shuffled(table, seed))
+    best, _ = run_op(SelectBest(score="score", keep=2), shuffled(table, seed))
+    expected_pairs, expected_best = set(), set()
+    for _, group in table.group_by("prompt_id"):
+        ranked = best_first(group.iter_rows(named=True))
+        whole = [r for r in ranked if r["response_finish_reason"] != "length"]
+        expected_best |= {r["id"] for r in whole[:2]}
+        answered = [r for r in ranked if r["response"]]
+        choosable = [r for r in answered if r["response_finish_reason"] != "length"]
+        if len(answered) >= 2 and choosable and choosable[0]["score"] - answered[-1]["score"] > margin:
+            expected_pairs.add(f"{choosable[0]['id']}>{answered[-1]['id']}")
+    assert set(pairs["id"]) == expected_pairs
+    assert set(best["id"]) == expected_best
+
+
+@given(finished_candidates(), st.integers(0, 1000))
+def test_a_sample_cut_off_at_max_tokens_never_passes(table, seed):
+    table = table.rename({"score": "reward"}).with_columns(pl.col("reward") / 10)
+    out, _ = run_op(PassRate(threshold=0.5, carry=("prompt",)), shuffled(table, seed))
+    for row in out.iter_rows(named=True):
+        samples = table.filter(pl.col("prompt_id") == row["id"]).iter_rows(named=True)
+        passed = [r["response_finish_reason"] != "length" and r["reward"] >= 0.5 for r in samples
+                  if r["reward"] is not None or r["response_finish_reason"] == "length"]
+        assert row["prompt_id"] == row["id"] and row["n_samples"] == len(passed)
+        assert row["pass_rate"] == (pytest.approx(sum(passed) / len(passed)) if passed else None)
+
+
+def test_cut_off_candidates_are_rejected_not_chosen_unless_allowed(builder):
+    rows = [{**c, "response_finish_reason": "length" if c["response"] == "4" else "stop"} for c in CANDIDATES]
+    out = run(builder, PreferencePairs(), rows)  # "4" scores best but was cut off: "It is 4." is chosen over "five"
+    assert out.select("chosen_id", "rejected_id").rows() == [("src-3", "src-2")]
+    assert dict(builder.rejects("selected").select("id", "reason").rows())["src-1"] == \
+        "cut off at max_tokens: never chosen"
+    metrics = json.loads(builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0])
+    assert metrics["truncated"] == 1
+    assert run(builder, PreferencePairs(allow_truncated=True), rows)["chosen_id"].to_list() == ["src-1"]
+    assert run(builder, SelectBest(score="score"), rows)["response"].to_list() == ["It is 4.", "Blue"]
+    assert "cut off at max_tokens" in set(builder.rejects("selected")["reason"])
+    with pytest.raises(CompileError, match="column 'finish' not found"):
+        run(builder, PreferencePairs(finish_reason="finish"), rows)

@@ -1,2 +1,3 @@
-"""Training hand-off (SFT, DPO, GRPO on TRL). Not built yet: outputs are Parquet files in the
-canonical schemas (see ``dataflow.schemas``), which TRL loads with ``load_dataset("parquet", ...)``."""
+"""What a build's outputs are for: training on TRL (``train``, runs in ``runs``), exports for other
+trainers (``exports``) and evaluation (``evaluation``). The ``dataflow train``, ``export`` and
+``eval`` commands call these."""

@@ -78,6 +78,9 @@ class Request:
         return {"add_generation_prompt": not prefilled, "continue_final_message": prefilled}
 
 
+TRUNCATED = "length"  # the finish reason of a completion cut off at max_tokens (else "stop")
+
+
 @dataclass
 class Completion:
     """One sample. With ``logprobs`` asked: ``tokens`` are the texts of the generated tokens and

@@ -1,17 +1,19 @@
 """The build summary: a table of the nodes (status, rows in and out, rejected, time, why built),
-then the metrics each operator reported, one line per node, then every gate condition checked."""
+then the metrics each operator reported, one line per node, then every gate condition checked, then
+a warning for each output that is nearly empty."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any, TextIO
 
-from dataflow.records import NodeStats, manifest_gates, manifest_stats
+from dataflow.records import NodeStats, manifest_gates, manifest_stats, output_warnings
 
 
 def render(manifest: dict[str, Any], stream: TextIO | None = None) -> None:
     """Print the summary of the build a manifest records: the node table, the metrics the
-    operators reported, one line per node, and the gate conditions, one line each."""
+    operators reported, one line per node, the gate conditions, one line each, and the warnings
+    about its outputs (one that is nearly empty)."""
     stream = stream or sys.stdout
     stats = manifest_stats(manifest)
     _print_table(_rows(stats), stream)
@@ -22,6 +24,8 @@ def render(manifest: dict[str, Any], stream: TextIO | None = None) -> None:
     for r in manifest_gates(manifest):
         verdict = "passed" if r.passed else "warning" if r.warn else "FAILED"
         print(f"  gate on {r.node}: {verdict}: {r.message}", file=stream)
+    for warning in output_warnings(manifest):
+        print(f"  warning: {warning}", file=stream)
 
 
 def _rows(stats: list[NodeStats]) -> list[list[str]]:

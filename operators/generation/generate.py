@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from dataflow.llm.types import Sampling, schema_text
+from dataflow.llm.types import TRUNCATED, Sampling, schema_text
 from dataflow.operator import Context, Rejection, identity_field
 from dataflow.operators.generation.base import Ask, LLMOperator, Messages, Reply
 from dataflow.operators.generation.templates import renderer, template_columns
@@ -30,8 +30,14 @@ class Generate(LLMOperator):
     ``<output>_tokens_in`` and ``<output>_tokens_out`` when ``usage``).
 
     ``prompt`` is a template over row columns; or ``conversation`` names a column of chat turns
-    sent up to its last user turn. ``system`` is an optional system prompt. ``model`` is a spec
-    (``local``, ``hf:PATH``, ``vllm:PATH``, ``openai:BASE_URL#MODEL``; see ``dataflow.llm.spec``).
+    sent up to its last user turn. ``system`` is an optional system prompt, sent before the turns
+    that have none; it is in no column, so to export the prompt a response answers, put the
+    system turn in the conversation column instead (``ToPrompt(system=...)``,
+    ``ConversationPrompt(system=...)``). ``model`` is a spec (``local``, ``hf:PATH``,
+    ``vllm:PATH``, ``openai:BASE_URL#MODEL``; see ``dataflow.llm.spec``).
+
+    The finish reason is ``stop`` or ``length``, a response cut off at ``max_tokens``: the metric
+    ``truncated`` counts those, and the selection steps never choose one by default.
     """
 
     prompt: str | None = None
@@ -96,6 +102,16 @@ class Generate(LLMOperator):
     def parse(self, reply: Reply, row: dict) -> dict[str, Any]:
         return self.response_values(reply, reply.text)
 
+    def rows(self, row: dict, replies: dict[str, list[dict]], ctx: Context) -> list[dict]:
+        return self.counted(super().rows(row, replies, ctx), ctx)
+
+    def counted(self, rows: list[dict], ctx: Context) -> list[dict]:
+        """``rows``, with the responses cut off at ``max_tokens`` among them counted (``truncated``)."""
+        cut_off = sum(r.get(f"{self.output}_finish_reason") == TRUNCATED for r in rows)
+        if cut_off:
+            ctx.count("truncated", cut_off)
+        return rows
+
     def response_values(self, reply: Reply, text: str) -> dict[str, Any]:
         values = {self.output: text}
         if self.usage:
@@ -147,8 +163,8 @@ class BestOfK(Generate):
         if any(len(replies[f"t={t}"]) < len(ks) for t, ks in self.schedule().items()):
             raise Rejection("missing_candidates", f"fewer than {self.k} valid candidates")
         candidates = {k: (t, reply) for t, ks in self.schedule().items() for k, reply in zip(ks, replies[f"t={t}"])}
-        return [{"id": f"{row['id']}/{k}", "prompt_id": row["id"], "sample_idx": k, "temperature": t,
-                 "seed": self.seed, **reply} for k, (t, reply) in sorted(candidates.items())]
+        return self.counted([{"id": f"{row['id']}/{k}", "prompt_id": row["id"], "sample_idx": k, "temperature": t,
+                              "seed": self.seed, **reply} for k, (t, reply) in sorted(candidates.items())], ctx)
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,27 @@ import polars as pl
 
 from dataflow.dtypes import NUMERIC
 from dataflow.operator import Context, Kind, Operator, Result, rejects_frame
+from dataflow.operators.selection.scores import CUT, CutOffCandidates
 from dataflow.schemas import MESSAGES, prompt_turns
 
 STRATEGIES = ("best_vs_worst", "best_vs_random_lower", "all_above_margin")
+CUT_OFF = "cut off at max_tokens: never chosen"
 
 
 @dataclass(frozen=True)
-class PreferencePairs(Operator):
+class PreferencePairs(CutOffCandidates, Operator):
     """Pairs candidates of the same ``group`` by ``score``: ``best_vs_worst``,
     ``best_vs_random_lower`` (seeded) or ``all_above_margin``.
 
     A pair needs ``chosen - rejected > min_margin``, so ties never pair; an unscored candidate
-    (null or NaN score) or one without a response never pairs (metric ``unscored``). With
-    ``max_length_ratio`` a pair whose chosen response is more than that many times longer than
-    the rejected one is dropped (length bias). Candidates left out of every pair go to rejects
-    with the reason. Output: ``prompt``, ``chosen``, ``rejected`` (turn lists, loadable by TRL's
-    DPOTrainer), ``chosen_score``, ``rejected_score``, ``margin``, ``prompt_id``, ``chosen_id``,
-    ``rejected_id``; the pair's id is ``<chosen id>><rejected id>``.
+    (null or NaN score) or one without a response never pairs (metric ``unscored``). A candidate
+    cut off at ``max_tokens`` is never chosen, only rejected (metric ``truncated``; its finish
+    reason is read from ``<response>_finish_reason`` where the input has it, see
+    ``CutOffCandidates``). With ``max_length_ratio`` a pair whose chosen response is more than that
+    many times longer than the rejected one is dropped (length bias). Candidates left out of every
+    pair go to rejects with the reason. Output: ``prompt``, ``chosen``, ``rejected`` (turn lists,
+    loadable by TRL's DPOTrainer), ``chosen_score``, ``rejected_score``, ``margin``, ``prompt_id``,
+    ``chosen_id``, ``rejected_id``; the pair's id is ``<chosen id>><rejected id>``.
     """
 
     score: str = "score"
@@ -50,8 +54,12 @@ class PreferencePairs(Operator):
             problems.append(f"max_length_ratio must be >= 1, not {self.max_length_ratio}")
         return problems
 
+    def default_finish_reason(self) -> str:
+        return f"{self.response}_finish_reason"
+
     def required_columns(self) -> dict[str, Any]:
-        return {self.score: NUMERIC, self.response: str, self.prompt: None, self.group: None}
+        return {self.score: NUMERIC, self.response: str, self.prompt: None, self.group: None,
+                **self.finish_reason_columns()}
 
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         return pl.Schema({"id": pl.String(), "prompt_id": pl.String(), "prompt": MESSAGES, "chosen": MESSAGES,
@@ -60,8 +68,12 @@ class PreferencePairs(Operator):
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         score = pl.col(self.score).cast(pl.Float64).fill_nan(None)
-        table = frame.select("id", self.group, self.prompt, self.response, score).collect()
+        schema = frame.collect_schema()
+        table = frame.select("id", self.group, self.prompt, self.response, score,
+                             self.cut_off(schema).alias(CUT)).collect()
         ctx.record("unscored", table.get_column(self.score).null_count())
+        if self.finish_reason_column(schema):
+            ctx.record("truncated", table.get_column(CUT).sum())
         pairs, rejects = [], []
         for _, group in table.group_by(self.group, maintain_order=True):
             rows = sorted(group.to_dicts(), key=lambda r: (-(r[self.score] if r[self.score] is not None else
@@ -79,22 +91,27 @@ class PreferencePairs(Operator):
         """Why a candidate of a group that paired is in no pair."""
         if row[self.score] is None:
             return "no score"
-        return "empty response" if not row[self.response] else f"not paired by {self.strategy}"
+        if not row[self.response]:
+            return "empty response"
+        return CUT_OFF if row[CUT] else f"not paired by {self.strategy}"
 
     def _pairs(self, rows: list[dict], ctx: Context) -> tuple[list[dict], str]:
         """Pairs of one group, and why there are none when there are none."""
         scored = [r for r in rows if r[self.score] is not None and r[self.response]]
         if len(scored) < 2:
             return [], "fewer than two scored candidates"
-        if scored[0][self.score] - scored[-1][self.score] <= self.min_margin:
-            return [], "tie: no two candidates differ by more than the margin"
+        best = next((r for r in scored if not r[CUT]), None)
+        if best is None:
+            return [], "every scored candidate was cut off at max_tokens"
+        if best[self.score] - scored[-1][self.score] <= self.min_margin:
+            return [], ("tie: no two candidates differ by more than the margin" if best is scored[0] else
+                        "tie: no candidate that was not cut off at max_tokens beats another by more than the margin")
         if self.strategy == "all_above_margin":
-            candidates = [(a, b) for i, a in enumerate(scored) for b in scored[i + 1:]]
+            candidates = [(a, b) for i, a in enumerate(scored) if not a[CUT] for b in scored[i + 1:]]
         elif self.strategy == "best_vs_worst":
-            candidates = [(scored[0], scored[-1])]
+            candidates = [(best, scored[-1])]
         else:
-            best = scored[0]
-            lower = [r for r in scored[1:] if best[self.score] - r[self.score] > self.min_margin]
+            lower = [r for r in scored if best[self.score] - r[self.score] > self.min_margin]
             rng = random.Random(f"{self.seed}:{best['id']}")
             candidates = [(best, rng.choice(lower))]
         pairs = []
@@ -102,7 +119,8 @@ class PreferencePairs(Operator):
             margin = chosen[self.score] - rejected[self.score]
             if margin <= self.min_margin:
                 continue
-            if self.max_length_ratio and len(chosen[self.response]) > self.max_length_ratio * len(rejected[self.response]):
+            chosen_length, rejected_length = len(chosen[self.response]), len(rejected[self.response])
+            if self.max_length_ratio and chosen_length > self.max_length_ratio * rejected_length:
                 ctx.count("dropped_for_length_bias")
                 continue
             pairs.append(self._record(chosen, rejected, margin))

@@ -1,0 +1,93 @@
+"""The build outputs that training, export and evaluation read: found by name in a build folder or
+by path, checked for rows and record schema before any model loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from dataflow.errors import DataflowError
+from dataflow.records import read_manifest
+from dataflow.schemas import SCHEMAS
+
+DATA = "data.parquet"
+FINGERPRINT = ".fingerprint"
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    """One declared output of a build: its Parquet file and what the build recorded about it."""
+
+    name: str
+    path: Path  # the data.parquet file
+    build: Path  # the build folder (--out) it belongs to
+    pipeline: str
+    schema: str | None  # the record schema it holds: sft, preference, prompt, conversation, or None
+    fingerprint: str
+    rows: int
+
+    def frame(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path)
+
+    def record(self) -> dict:
+        """How a run or an evaluation names the data it used (a model traces back to its build)."""
+        return {"output": self.name, "build": str(self.build.resolve()), "pipeline": self.pipeline,
+                "schema": self.schema, "fingerprint": self.fingerprint, "rows": self.rows}
+
+
+def find_output(ref: str, out: Path | str = "out") -> BuildOutput:
+    """The output ``ref``: a name in the latest build of ``out``, or an output folder (``OUT/NAME``)."""
+    out, folder = Path(out), Path(ref)
+    if (folder / DATA).exists() and (folder.parent / "manifest.json").exists():
+        out, name = folder.parent, folder.name
+    elif "/" in ref or folder.exists():
+        raise DataflowError(f"{ref}: not a build output folder (a folder OUT/NAME with {DATA}, in a build folder "
+                            f"with manifest.json); give an output name with --out, or the output's folder")
+    else:
+        name = ref
+    manifest = read_manifest(out)
+    outputs = manifest["outputs"]
+    if name not in outputs:
+        raise DataflowError(f"no output named '{name}' in the last build in {out}/ (pipeline "
+                            f"{manifest['pipeline']}); its outputs are: {', '.join(sorted(outputs)) or 'none'}")
+    spec = outputs[name]
+    if spec.get("skipped"):
+        raise DataflowError(f"output '{name}' was held back by a failed gate in the last build of {out}/: "
+                            f"see `dataflow report --out {out}`, fix the data and build again")
+    path = out / spec["path"] / DATA
+    if not path.exists():
+        raise DataflowError(f"output '{name}': {path} is missing; build the pipeline again "
+                            f"(`dataflow build {manifest.get('file') or 'PIPELINE.py'} --out {out}`)")
+    rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    if rows == 0:
+        raise DataflowError(f"output '{name}' in {out}/ has no rows: nothing to train, export or evaluate on; "
+                            f"see why with `dataflow query \"select node, reason, count(*) from rejects group by all\""
+                            f" --out {out}`")
+    fingerprint = (path.parent / FINGERPRINT).read_text().strip() if (path.parent / FINGERPRINT).exists() else ""
+    schema = spec.get("schema") or infer_schema(pl.read_parquet_schema(path))
+    return BuildOutput(name, path, out, manifest["pipeline"], schema, fingerprint, rows)
+
+
+def infer_schema(columns: dict[str, pl.DataType]) -> str | None:
+    """The record schema whose required columns an output has (for outputs declared without one)."""
+    for name in ("preference", "prompt", "sft"):
+        if all(column in columns for column in SCHEMAS[name].columns):
+            return name
+    return None
+
+
+def require_schema(data: BuildOutput, accepted: tuple[str, ...], purpose: str) -> None:
+    """An error naming what ``purpose`` needs when the output holds other records."""
+    if data.schema in accepted:
+        return
+    needs = {"sft": "`messages` (conversations ending with an assistant turn)",
+             "conversation": "`messages` (conversations)",
+             "preference": "`prompt`, `chosen`, `rejected` (preference pairs)",
+             "prompt": "`prompt` and `answer` (a prompt set with gold answers)"}
+    holds = f"holds {data.schema} records" if data.schema else \
+        f"has columns {', '.join(pl.read_parquet_schema(data.path))}"
+    raise DataflowError(f"{purpose} needs {' or '.join(needs[a] for a in accepted)}, but output '{data.name}' "
+                        f"{holds}; give an output of that kind (declare it with `p.output(name, node, "
+                        f"schema=\"{accepted[0]}\")`)")
