@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from dataflow.records import read_manifest
     from dataflow.reports import report as render
 
+    if args.address:
+        if args.executor != "ray":
+            raise DataflowError("--address is the Ray cluster's: give it with --executor ray")
+        os.environ["RAY_ADDRESS"] = args.address  # what Ray itself reads
     pipeline = load_pipeline(args.pipeline, _settings(args.set))
     if args.help_params:
         print_params(pipeline)
@@ -189,7 +194,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="print each node as cached or to build, and why")
     b.add_argument("--rebuild", action="append", default=[], metavar="NODE",
                    help="rebuild NODE and everything downstream even if cached (repeatable)")
-    b.add_argument("--executor", default="local", help="what runs the nodes (default: local, in this process)")
+    b.add_argument("--executor", default="local", help="what runs the nodes: local (the default, in this process) or "
+                                                       "ray (a Ray cluster; extra `ray`)")
+    b.add_argument("--address", help="with --executor ray: the cluster, auto or HOST:PORT (default: $RAY_ADDRESS, "
+                                      "else a local cluster with a worker per core)")
     b.add_argument("--help-params", action="store_true", help="list the pipeline's parameters and exit")
     b.set_defaults(run=cmd_build)
 

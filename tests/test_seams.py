@@ -94,7 +94,7 @@ def test_a_record_column_of_the_wrong_type_is_named():
 
 
 def test_executors_are_found_by_name(builder):
-    assert executor_class("local").__name__ == "LocalExecutor" and list(EXECUTORS) == ["local"]
+    assert executor_class("local").__name__ == "LocalExecutor" and list(EXECUTORS) == ["local", "ray"]
     p = Pipeline("t")
     p.output("o", p.from_rows([{"a": 1}], name="src"))
     with pytest.raises(DataflowError, match="--executor spark: no such choice; choose one of local"):

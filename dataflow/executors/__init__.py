@@ -8,6 +8,7 @@ from dataflow.plugins import load
 
 EXECUTORS = {
     "local": "dataflow.executors.local:LocalExecutor",  # in this process, polars streaming (the default)
+    "ray": "dataflow.executors.ray:RayExecutor",  # on a Ray cluster ($RAY_ADDRESS, else a local one); extra `ray`
 }
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from dataflow.errors import DataflowError
 from dataflow.llm.backends import Backend, model_identity, open_backend
@@ -135,6 +136,20 @@ def _generate(backend: Backend, requests: list[Request], finished: Callable[[int
 @functools.cache
 def _reports_finished(backend: type) -> bool:
     return "finished" in inspect.signature(backend.generate).parameters
+
+
+@contextmanager
+def backends_in_use(backends: dict[str, Backend]) -> Iterator[None]:
+    """While inside, every client of these model specs in this process uses the given backend (e.g. one
+    that sends requests to a cluster); the backends loaded before come back after."""
+    before = {text: _loaded.pop(text) for text in backends if text in _loaded}
+    _loaded.update(backends)
+    try:
+        yield
+    finally:
+        for text in backends:
+            _loaded.pop(text, None)
+        _loaded.update(before)
 
 
 def unload_backends() -> None:

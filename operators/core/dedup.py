@@ -64,10 +64,13 @@ class ExactDedup(Operator):
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         return schema
 
-    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
-        schema = frame.collect_schema()
+    def key(self, schema: pl.Schema) -> pl.Expr:
+        """The normalized text rows are compared by (the key columns joined)."""
         parts = [normalized(column_text(c, schema[c], self.roles).fill_null(""), self.steps()) for c in self.columns]
-        keyed = frame.with_columns(pl.concat_str(parts, separator="\x1f").alias(_KEY)).collect()
+        return pl.concat_str(parts, separator="\x1f")
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        keyed = frame.with_columns(self.key(frame.collect_schema()).alias(_KEY)).collect()
         survivor = pl.col("id").first().over(_KEY)
         marked = keyed.with_columns(survivor.alias("__survivor"))
         is_dup = pl.col("id") != pl.col("__survivor")

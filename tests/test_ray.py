@@ -1,0 +1,231 @@
+"""``--executor ray``: the same fingerprints and rows as the local executor, on a two-node Ray cluster
+started once for the whole test run (``ray.cluster_utils.Cluster``, one CPU per node)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dataflow import DataflowError, Pipeline, global_op, row_op
+from dataflow.build import build, load_pipeline
+from dataflow.progress import Progress
+from dataflow.store import DATA, REJECTS, Store
+
+REPO = Path(__file__).resolve().parent.parent
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster():
+    """Two Ray nodes on this machine for the whole test run; shut down after it."""
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False)
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def built(pipeline: Pipeline, out: Path, executor: str, progress: Progress | None = None):
+    log = io.StringIO()
+    report = build(pipeline, out, progress or Progress(log), executor=executor)
+    return report, log.getvalue()
+
+
+def stored(out: Path) -> dict[str, dict[str, pl.DataFrame]]:
+    """Every node in a store, by fingerprint: its data and rejects as frames."""
+    return {entry.name: {f: pl.read_parquet(entry / f) for f in (DATA, REJECTS) if (entry / f).exists()}
+            for entry in Store(out).cache.iterdir()}
+
+
+def assert_same_store(local: Path, distributed: Path) -> None:
+    ours, theirs = stored(local), stored(distributed)
+    assert ours.keys() == theirs.keys()  # the same fingerprints
+    for fingerprint, files in ours.items():
+        assert files.keys() == theirs[fingerprint].keys(), fingerprint
+        for name, frame in files.items():
+            assert frame.equals(theirs[fingerprint][name]), (fingerprint, name)  # same rows, same order
+
+
+def example(file: str, **params) -> Pipeline:
+    return load_pipeline(str(REPO / "pipelines" / file), {k: str(v) for k, v in params.items()})
+
+
+def test_quickstart_same_fingerprints_rows_and_cache_as_local(tmp_path):
+    local, _ = built(example("quickstart.py"), tmp_path / "local", "local")
+    distributed, log = built(example("quickstart.py"), tmp_path / "ray", "ray")
+    assert [(s.name, s.fingerprint, s.rows_out, s.rejected) for s in distributed.stats] == \
+        [(s.name, s.fingerprint, s.rows_out, s.rejected) for s in local.stats]
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+    for output in ("train", "eval"):
+        ours, theirs = (pl.read_parquet(tmp_path / executor / output / DATA) for executor in ("local", "ray"))
+        assert theirs.equals(ours)
+    assert "train: SplitPart needs its whole input at once" in log  # no distributed plan: said so
+    assert "deduped: ExactDedup needs" not in log  # exact dedup is shuffled, not collected
+    switched, _ = built(example("quickstart.py"), tmp_path / "local", "ray")  # the other executor's store
+    assert switched.nothing_done
+
+
+def test_model_pipeline_same_as_local(tmp_path):
+    """grpo_math at a small size: an LLM node, math-verify in range tasks, global selection steps."""
+    params = {"problems": 2, "k": 2, "max_tokens": 32}
+    built(example("grpo_math.py", **params), tmp_path / "local", "local")
+    distributed, _ = built(example("grpo_math.py", **params), tmp_path / "ray", "ray")
+    assert {s.name: s.status for s in distributed.stats}["verified"] == "built"
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+
+
+def test_llm_misses_go_to_engines_and_the_driver_caches_them(tmp_path, monkeypatch):
+    """With an empty request cache the engines on the cluster answer; the driver stored every answer, so
+    a local build afterwards makes no model call and gets the same rows."""
+    monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
+    params = {"prompts": 2, "k": 2, "max_tokens": 8}
+    distributed, _ = built(example("generate_demo.py", **params), tmp_path / "ray", "ray")
+    calls = sum(s.metrics.get("llm_calls", 0) for s in distributed.stats)
+    assert calls > 0
+    local, _ = built(example("generate_demo.py", **params), tmp_path / "local", "local")
+    assert sum(s.metrics.get("llm_calls", 0) for s in local.stats) == 0
+    assert sum(s.metrics.get("cache_hits", 0) for s in local.stats) == calls
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+
+
+def numbers(rows: int = 40) -> Pipeline:
+    p = Pipeline("numbers")
+    return p, p.from_rows([{"n": i, "text": f"row {i % 7}"} for i in range(rows)], name="src")
+
+
+def test_rows_spread_over_both_nodes(tmp_path):
+    @row_op(inputs={"n": int}, outputs={"node_id": str})
+    def placed_on(row):
+        return {"node_id": ray.get_runtime_context().get_node_id()}
+
+    p, src = numbers()
+    p.output("placed", src.filter(pl.col("n") % 2 == 0, reason="odd").apply(placed_on, name="placed"))
+    built(p, tmp_path / "out", "ray")
+    placed = pl.read_parquet(tmp_path / "out" / "placed" / DATA)
+    assert placed["n"].to_list() == list(range(0, 40, 2))  # the filter's rows, in order
+    assert placed["node_id"].n_unique() == 2
+
+
+def test_a_worker_killed_mid_node_is_retried_with_the_same_outputs(tmp_path):
+    marker = tmp_path / "killed"
+
+    @row_op(inputs={"n": int}, outputs={"double": int})
+    def double(row):
+        if row["n"] == 30 and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)  # this worker dies in the middle of the node
+        return {"double": 2 * row["n"]}
+
+    outputs = {}
+    for executor in ("ray", "local"):  # the local build finds the marker: it must not kill the test's process
+        p, src = numbers()
+        p.output("result", src.apply(double, name="doubled").dedup("text", name="distinct_text"))
+        built(p, tmp_path / executor, executor)
+        assert marker.exists()  # the ray build's worker died at row 30, before the local build ran
+        outputs[executor] = pl.read_parquet(tmp_path / executor / "result" / DATA)
+    assert outputs["ray"].equals(outputs["local"])
+    assert outputs["ray"]["double"].to_list() == [0, 2, 4, 6, 8, 10, 12]
+
+
+class InterruptedProgress(Progress):
+    """Ctrl-C while the node named ``at`` is being built on the cluster."""
+
+    def __init__(self, at: str):
+        super().__init__(io.StringIO())
+        self.at = at
+
+    def advance(self, name: str, rows: int) -> None:
+        if name == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_finished_nodes_and_commits_nothing_half_way(tmp_path):
+    def pipeline():
+        p, src = numbers()
+        p.output("result", src.map(m=pl.col("n") + 1, name="plus").dedup("text", name="distinct_text"))
+        return p
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        built(pipeline(), out, "ray", InterruptedProgress("plus"))
+    local, _ = built(pipeline(), tmp_path / "local", "local")
+    assert [e.name for e in Store(out).cache.iterdir()] == [s.fingerprint for s in local.stats if s.name == "src"]
+    assert not list(Store(out).tmp.iterdir())
+    resumed, _ = built(pipeline(), out, "ray")
+    assert {s.name: s.status for s in resumed.stats} == {"src": "cached", "plus": "built", "distinct_text": "built"}
+    assert_same_store(tmp_path / "local", out)
+
+
+def test_an_operator_that_cannot_be_sent_is_named_before_the_cluster_is_contacted(tmp_path, monkeypatch):
+    lock = threading.Lock()
+
+    @row_op(inputs={"n": int}, outputs={"m": int})
+    def locked(row):
+        with lock:
+            return {"m": row["n"]}
+
+    def no_cluster(address):
+        raise AssertionError("the cluster was contacted")
+
+    monkeypatch.setattr("dataflow.executors.ray.connected", no_cluster)
+    p, src = numbers()
+    p.output("out", src.apply(locked, name="locked"))
+    with pytest.raises(DataflowError, match=r"node 'locked': its operator cannot be sent to Ray workers .*lock"):
+        built(p, tmp_path / "out", "ray")
+    assert not Store(tmp_path / "out").cache.exists()
+
+
+def test_out_of_memory_names_the_node_and_the_fix_and_commits_nothing(tmp_path):
+    """The worker raises Ray's own ObjectStoreFullError (a stand-in for a full object store, which Ray
+    otherwise spills to disk long before a small test fills it)."""
+    @global_op(inputs={"n": int})
+    def hungry(table):
+        raise ray.exceptions.ObjectStoreFullError("object store is full")
+
+    p, src = numbers()
+    p.output("result", src.apply(hungry, name="hungry"))
+    with pytest.raises(DataflowError, match=r"node 'hungry' ran out of memory on the Ray cluster .*--object-store"):
+        built(p, tmp_path / "out", "ray")
+    assert len(list(Store(tmp_path / "out").cache.iterdir())) == 1  # the source only
+    assert not list(Store(tmp_path / "out").tmp.iterdir())
+
+
+def test_a_failing_row_function_is_named_as_the_local_executor_names_it(tmp_path):
+    @row_op(inputs={"n": int}, outputs={"m": int})
+    def broken(row):
+        return {"m": 1 // (row["n"] - 3)}
+
+    p, src = numbers()
+    p.output("result", src.apply(broken, name="broken"))
+    with pytest.raises(DataflowError, match=r"node 'broken' failed on row id=src-4: ZeroDivisionError"):
+        built(p, tmp_path / "out", "ray")
+
+
+def test_without_ray_one_line_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    p, src = numbers()
+    p.output("out", src)
+    with pytest.raises(DataflowError, match=r"^--executor ray needs Ray: pip install -e '\.\[ray\]'"):
+        built(p, tmp_path / "out", "ray")
+
+
+def test_an_unreachable_address_fails_in_seconds_with_the_fix(tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
+    command = [str(Path(sys.executable).parent / "dataflow"), "build", str(REPO / "pipelines" / "quickstart.py"),
+               "--out", str(tmp_path / "out"), "--executor", "ray"]
+    run = subprocess.run(command,
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode != 0
+    assert "--address 127.0.0.1:9: cannot reach a Ray cluster there" in run.stderr
+    assert "ray start --head" in run.stderr
