@@ -48,7 +48,7 @@ RUNS = HERE / "data" / "judge_runs"
 
 
 def metrics(out: Path, node: str) -> dict:
-    return json.loads(query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0])
+    return query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0]
 
 
 def run(model: str, limit: int, out: Path) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +46,7 @@ def timed(pipeline: Pipeline, out: Path, rebuild: tuple[str, ...]) -> tuple[floa
     started = time.perf_counter()
     build(pipeline, out, Progress(io.StringIO()), rebuild)
     seconds = time.perf_counter() - started
-    metrics = json.loads(query(out, "select metrics from nodes where name = 'synth'")["metrics"][0])
+    metrics = query(out, "select metrics from nodes where name = 'synth'")["metrics"][0]
     rows = query(out, "select count(*) as n from out")["n"][0]
     return seconds, metrics, rows
 

@@ -114,7 +114,7 @@ def shown_seeds(seeds: list[tuple[str, str]], seed: int, round_: int, prompt: in
 def node_metrics(out: Path, node: str) -> dict:
     from dataflow.catalog import query
 
-    return json.loads(query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0])
+    return query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0]
 
 
 def run_dataflow(task: str, args, repeat: int, spec: str) -> dict:

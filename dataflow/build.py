@@ -78,7 +78,8 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
     compiled, plans = plan(pipeline, out, rebuild)
     store = Store(out)
     store.lock()
-    run = {"run_id": uuid.uuid4().hex[:12], "pipeline": pipeline.name, "started": started_at, "status": "failed"}
+    run = {"run_id": uuid.uuid4().hex[:12], "pipeline": pipeline.name, "params": pipeline.params,
+           "started": started_at, "status": "failed"}
     try:
         store.remove_stale_tmp()
         gates = GateKeeper(compiled.gates, store, previous_manifest(store, pipeline.name), progress)
@@ -96,7 +97,7 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
                                      compiled.nodes[s.name].inputs, store) for s in report.stats}
         outputs = {name: {"node": spec.node, "schema": spec.schema, "skipped": name in skipped_outputs}
                    for name, spec in compiled.outputs.items()}
-        write_manifest(store, pipeline, nodes, outputs, report, started_at)
+        write_manifest(store, pipeline, nodes, outputs, report, started_at, run["run_id"])
         run.update(status="gate_failed" if report.failed_gates else "ok",
                    nodes_built=sum(s.status in ("built", "view") for s in report.stats),
                    nodes_cached=sum(s.status == "cached" for s in report.stats))
@@ -110,3 +111,6 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
         run.update(finished=now(), seconds=round(time.perf_counter() - started, 3))
         append_run(store, run)
         store.unlock()
+        from dataflow.reports.html import write_after_build  # <out>/report.html; a report failure is only logged
+
+        write_after_build(store, pipeline, plans, run, progress.log)

@@ -1,9 +1,9 @@
-"""DuckDB views over a build: every node, every output, ``rejects``, ``runs``, ``nodes`` and ``gates``.
-A node or output that a failed gate skipped has no view."""
+"""DuckDB views over a build: every node, every output, ``rejects`` (with the run that made each),
+``runs`` (with each run's parameters), ``nodes`` (with ``metrics`` as a struct), ``edges`` (the DAG) and
+``gates``. A node or output that a failed gate skipped has no view."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,12 +12,15 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import REJECTS_SCHEMA
-from dataflow.records import manifest_gates, read_manifest, reject_constants, runs_path
+from dataflow.records import manifest_gates, read_manifest, read_runs, reject_constants
 from dataflow.store import DATA, REJECTS
 
 SQL_TYPES = {pl.String(): "VARCHAR", pl.Float64(): "DOUBLE"}
 REJECTS_COLUMNS = {column: SQL_TYPES[dtype] for column, dtype in REJECTS_SCHEMA.items()}
-REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()) + " WHERE false"
+REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}"
+                                      for c, t in {**REJECTS_COLUMNS, "run_id": "VARCHAR"}.items()) + " WHERE false"
+NODE_COLUMNS = ("name", "op", "status", "inputs", "rows_in", "rows_out", "rejected", "seconds", "reason", "fingerprint",
+                "run_id")
 GATES_SCHEMA = {"node": pl.String, "condition": pl.String, "key": pl.String, "measured": pl.Float64, "note": pl.String,
                 "bound": pl.Float64, "passed": pl.Boolean, "warn": pl.Boolean, "message": pl.String}
 
@@ -30,12 +33,18 @@ def _literal(value: str | Path) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _rejects_select(entry: Path) -> str:
-    """One node's rejects in the common columns; a filter stores its one-value columns in meta.json."""
+def _constant(value: str | None, sql_type: str, column: str) -> str:
+    return f"{'NULL' if value is None else _literal(value)}::{sql_type} AS {column}"
+
+
+def _rejects_select(entry: Path, run_id: str | None) -> str:
+    """One node's rejects in the common columns and the id of the run that built the node; a filter
+    stores its one-value columns in meta.json."""
     constants = reject_constants(entry)
-    columns = [f"{'NULL' if constants[c] is None else _literal(constants[c])}::{t} AS {c}" if c in constants
-               else f"{c}::{t} AS {c}" for c, t in REJECTS_COLUMNS.items()]
-    return f"SELECT {', '.join(columns)} FROM read_parquet({_literal(entry / REJECTS)})"
+    columns = [_constant(constants[c], t, c) if c in constants else f"{c}::{t} AS {c}"
+               for c, t in REJECTS_COLUMNS.items()]
+    return f"SELECT {', '.join(columns)}, {_constant(run_id, 'VARCHAR', 'run_id')} " \
+           f"FROM read_parquet({_literal(entry / REJECTS)})"
 
 
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
@@ -50,7 +59,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
             continue
         entry = out / node["store"]
         if (entry / REJECTS).exists():
-            rejects.append(_rejects_select(entry))
+            rejects.append(_rejects_select(entry, node.get("run_id")))
         if not (entry / DATA).exists():  # a view (a filter): its input minus its rejects
             parent = node["inputs"][0]
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM {_quote(parent)} WHERE id NOT IN "
@@ -61,15 +70,43 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
         if name not in nodes and not spec.get("skipped"):
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({_literal(out / name / DATA)})")
     con.execute(f"CREATE VIEW rejects AS {' UNION ALL '.join(rejects) or REJECTS_EMPTY}")
-    con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto({_literal(runs_path(out))})")
-    table = pl.DataFrame([{k: node.get(k) for k in ("name", "op", "status", "rows_in", "rows_out", "rejected",
-                                                    "seconds", "reason", "fingerprint")}
-                           | {"metrics": json.dumps(node.get("metrics") or {})}
-                          for node in nodes.values()])
-    con.register("nodes", table.to_arrow())
+    con.register("runs", _runs(out).to_arrow())
+    con.register("nodes", _nodes(nodes).to_arrow())
+    con.register("edges", _edges(nodes).to_arrow())
     gates = pl.DataFrame([asdict(r) for r in manifest_gates(manifest)], schema=GATES_SCHEMA, strict=False)
     con.register("gates", gates.to_arrow())
     return con
+
+
+def _nodes(nodes: dict[str, dict]) -> pl.DataFrame:
+    """One row per node; ``metrics`` a struct of every metric any node reported (null where a node has none)."""
+    rows = [{k: node.get(k) for k in NODE_COLUMNS} for node in nodes.values()]
+    table = pl.DataFrame(rows, schema_overrides={"inputs": pl.List(pl.String), "run_id": pl.String}, strict=False,
+                         infer_schema_length=None)
+    metrics = pl.Series("metrics", [node.get("metrics") or {} for node in nodes.values()], strict=False)
+    return table.with_columns(metrics)
+
+
+def _edges(nodes: dict[str, dict]) -> pl.DataFrame:
+    """The DAG: one row per input of a node, ``upstream`` feeding ``node`` as its input number ``position``."""
+    rows = [{"upstream": upstream, "node": name, "position": i}
+            for name, node in nodes.items() for i, upstream in enumerate(node["inputs"])]
+    return pl.DataFrame(rows, schema={"upstream": pl.String, "node": pl.String, "position": pl.Int32})
+
+
+def _runs(out: Path) -> pl.DataFrame:
+    """The build history, one row per attempt, ``params`` a struct of the parameters it ran with (null for
+    runs recorded without them)."""
+    runs = read_runs(out)
+    table = pl.DataFrame([{k: v for k, v in run.items() if k != "params"} for run in runs], strict=False,
+                         infer_schema_length=None)
+    return table.with_columns(pl.Series("params", [run.get("params") for run in runs], strict=False))
+
+
+def nodes_table(out: Path) -> pl.DataFrame:
+    """The DAG of the latest build as a table: each node's name, operator, inputs and status, with its rows."""
+    return query(out, "SELECT name, op AS operator, array_to_string(inputs, ', ') AS inputs, status, rows_in, "
+                      "rows_out, rejected FROM nodes")
 
 
 def query(out: Path, sql: str) -> pl.DataFrame:

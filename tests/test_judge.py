@@ -127,7 +127,7 @@ def test_pairwise_verdicts_need_both_orders_and_record_position_bias(builder):
     p.output("o", p.from_rows(rows, name="src").apply(PairwiseJudge(models=("judge:a",)), name="compared"))
     builder.build(p)
     assert builder.output("o")["verdict"].to_list() == ["a", "b", "tie"]
-    metrics = json.loads(builder.sql("select metrics from nodes where name = 'compared'")["metrics"][0])
+    metrics = builder.sql("select metrics from nodes where name = 'compared'")["metrics"][0]
     assert metrics["consistent_share"] == pytest.approx(2 / 3, abs=1e-3)
     assert metrics["position_bias_first"] == pytest.approx(4 / 6, abs=1e-3)
 
@@ -176,7 +176,7 @@ def test_without_logprobs_scores_are_the_written_integers_and_the_summary_says_s
     ScriptedJudge.script = {"4": ['{"score": 6, "rationale": "r"}']}
     out = judged(builder, JudgeScore(models=("judge:a",)), ["4"])
     assert out.select("score", "score_argmax", "score_entropy").row(0) == (6.0, 6, None)
-    metrics = json.loads(builder.sql("select metrics from nodes where name = 'judged'")["metrics"][0])
+    metrics = builder.sql("select metrics from nodes where name = 'judged'")["metrics"][0]
     assert "no score probabilities" in metrics["weighting"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import polars as pl
 import pytest
@@ -65,7 +64,7 @@ def test_all_pairs_above_margin_and_length_bias(builder):
     assert sorted(out["id"].to_list()) == ["src-1>src-2", "src-1>src-3", "src-3>src-2"]
     out = run(builder, PreferencePairs(strategy="all_above_margin", min_margin=1.0, max_length_ratio=1.5))
     assert sorted(out["id"].to_list()) == ["src-1>src-2", "src-1>src-3"]  # "It is 4." beats "five" by length
-    assert json.loads(builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0]) == {
+    assert builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0] == {
         "dropped_for_length_bias": 1, "pairs": 2, "unscored": 1}
 
 
@@ -88,7 +87,7 @@ def test_pyramid_reports_shortfall_by_quantile(builder):
     out = run(builder, op, rows)
     # the 0.8 quantile of 0..99 (nearest) is 79: 21 rows reach the top tier, whose quota is 30
     assert out.group_by("tier").len().sort("tier").rows() == [("rest", 30), ("top", 21)]
-    metrics = json.loads(builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0])
+    metrics = builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0]
     assert metrics["top_shortfall"] == 9 and metrics["top_available"] == 21
 
 
@@ -176,7 +175,7 @@ def test_cut_off_candidates_are_rejected_not_chosen_unless_allowed(builder):
     assert out.select("chosen_id", "rejected_id").rows() == [("src-3", "src-2")]
     assert dict(builder.rejects("selected").select("id", "reason").rows())["src-1"] == \
         "cut off at max_tokens: never chosen"
-    metrics = json.loads(builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0])
+    metrics = builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0]
     assert metrics["truncated"] == 1
     assert run(builder, PreferencePairs(allow_truncated=True), rows)["chosen_id"].to_list() == ["src-1"]
     assert run(builder, SelectBest(score="score"), rows)["response"].to_list() == ["It is 4.", "Blue"]

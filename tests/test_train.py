@@ -20,7 +20,7 @@ import pytest
 from dataflow.cli import main
 from dataflow.pipeline import Pipeline
 from dataflow.trainers.config import load_config
-from dataflow.trainers.runs import read_run
+from dataflow.trainers.runs import find_run, read_run
 
 pytest.importorskip("trl")
 TINY = ["--set", "batch_size=2", "--set", "max_length=128"]
@@ -54,6 +54,7 @@ def test_sft_run_names_its_build_and_is_not_trained_twice(sft_out, tmp_path, cap
     assert [e["step"] for e in map(json.loads, (folder / "loss.jsonl").read_text().splitlines())] == [1, 2, 3]
     assert (folder / "model" / "config.json").exists() and not (folder / "checkpoints").exists()
     assert load_config("sft", folder / "config.yaml", {}).max_steps == 3  # the resolved config reads back
+    assert find_run("last", tmp_path / "runs") == folder
     weights = folder / "model" / "model.safetensors"
     written = weights.stat().st_mtime_ns
 

@@ -159,7 +159,8 @@ def run_log(path: Path, log: Callable[[str], None]):
             entry = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
             with open(path, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
-            log(f"  step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}")
+            reward = f"  reward {logs['reward']:.3f}" if "reward" in logs else ""  # GRPO: the verifiers' mean
+            log(f"  step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}{reward}")
 
     return RunLog()
 

@@ -116,6 +116,7 @@ class LocalExecutor:
         started, rows_in = time.perf_counter(), self._rows_in(name)
         self.progress.start(name, rows_in, plan.reason)
         ctx = Context(node=name, workdir=tmp, rows_in=rows_in, report=lambda n: self.progress.advance(name, n))
+        self.progress.watch(name, ctx.metrics)
         is_view = Kind(node.op.kind) is Kind.VIEW
         self.stats[name] = NodeStats(name, type(node.op).__name__, "view" if is_view else "built",
                                      plan.fingerprint, None, 0, 0, 0.0, plan.reason,

@@ -86,6 +86,7 @@ class RayExecutor(LocalExecutor):
         started, rows_in = time.perf_counter(), self._rows_in(name)
         self.progress.start(name, rows_in, plan.reason)
         ctx = Context(node=name, workdir=tmp, rows_in=rows_in, report=lambda n: self.progress.advance(name, n))
+        self.progress.watch(name, ctx.metrics)
         self.stats[name] = NodeStats(name, type(node.op).__name__, "built", plan.fingerprint, None, 0, 0, 0.0,
                                      plan.reason, {k: str(v) for k, v in node.schema.items()})
         job = NodeJob(node.op, name, str(tmp), tuple(StoredInput.of(self.store, self.plans[i].fingerprint)

@@ -10,6 +10,7 @@ from dataflow.plugins import load
 
 REPORTS = {
     "summary": "dataflow.reports.summary:render",  # the node table and the operators' metrics
+    "html": "dataflow.reports.html:render",  # one offline HTML file with charts: render(manifest, stream, out)
 }
 
 

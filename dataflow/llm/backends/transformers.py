@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,12 @@ class TransformersBackend:
     def __init__(self, path: Path, spec: ModelSpec):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        # Quiet in every build log: the client logs the load time, and `past_key_values=` is the keyword every
+        # transformers version this backend supports takes (5.x warns that it will become `cache=`).
+        transformers_logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
         self.torch = torch
         self.threads = spec.option("threads", default_threads())
         torch.set_num_threads(self.threads)

@@ -1,0 +1,73 @@
+"""The catalog's views as a user queries them: ``nodes.metrics`` a struct whose fields are SQL columns,
+``edges`` the DAG, ``runs`` with the parameters of each run, ``rejects`` with the run that made each,
+and the node table of ``dataflow nodes``."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from dataflow import Pipeline
+from dataflow.catalog import nodes_table
+from dataflow.operators import MinHashDedup
+from dataflow.records import read_manifest
+
+TEXTS = ["the cat sat on the mat today", "the cat sat on the mat today again", "a dog ran in the park",
+         "the cat sat on the mat today", "stars shine at night over the sea", "hi there"]
+
+
+def pipeline(min_words: int = 3) -> Pipeline:
+    p = Pipeline("catalog")
+    words = p.param("min_words", min_words)
+    rows = p.from_rows([{"text": t} for t in TEXTS], name="docs")
+    near = rows.apply(MinHashDedup(column="text", ngram=2, threshold=0.5), name="near")
+    long = near.map(words=pl.col("text").str.split(" ").list.len(), name="counted") \
+        .filter(pl.col("words") >= words, reason="too short", name="long")
+    extra = p.from_rows([{"text": "one more line of text"}], name="extra")
+    p.output("kept", p.concat(long, extra, name="merged"))
+    return p
+
+
+def test_node_metrics_are_a_struct_whose_fields_are_columns(builder):
+    builder.build(pipeline())
+    found = builder.sql("select name, metrics.duplicate_pairs as pairs, metrics.candidate_pairs >= "
+                        "metrics.duplicate_pairs as checked from nodes where metrics.duplicate_pairs is not null")
+    recorded = read_manifest(builder.out)["nodes"]["near"]["metrics"]["duplicate_pairs"]
+    assert found.rows() == [("near", recorded, True)] and recorded >= 2
+    schema = builder.sql("select metrics from nodes").schema["metrics"]
+    assert isinstance(schema, pl.Struct) and "clusters_with_duplicates" in {f.name for f in schema.fields}
+
+
+def test_edges_are_the_dag(builder):
+    builder.build(pipeline())
+    edges = builder.sql("select upstream, node, position from edges order by node, position").rows()
+    assert edges == [("near", "counted", 0), ("counted", "long", 0), ("long", "merged", 0), ("extra", "merged", 1),
+                     ("docs", "near", 0)]
+    sources = builder.sql("select name from nodes where name not in (select node from edges)")["name"].to_list()
+    assert sources == ["docs", "extra"]
+
+
+def test_nodes_table_lists_each_node_with_operator_inputs_and_status(builder):
+    builder.build(pipeline())
+    table = nodes_table(builder.out)
+    assert table.columns[:4] == ["name", "operator", "inputs", "status"]
+    rows = {r["name"]: r for r in table.to_dicts()}
+    assert rows["merged"]["operator"] == "Concat" and rows["merged"]["inputs"] == "long, extra"
+    assert rows["long"]["status"] == "view" and rows["long"]["rejected"] == 1
+    builder.build(pipeline())
+    assert set(nodes_table(builder.out)["status"]) == {"cached"}
+
+
+def test_runs_hold_the_parameters_of_each_run(builder):
+    builder.build(pipeline())
+    builder.build(pipeline(min_words=7))
+    assert builder.sql("select params.min_words as w from runs order by started, run_id")["w"].to_list() == [3, 7]
+
+
+def test_every_reject_names_the_run_that_made_it(builder):
+    builder.build(pipeline())
+    first = builder.sql("select run_id from runs")["run_id"][0]
+    assert set(builder.sql("select run_id from rejects")["run_id"]) == {first}
+    builder.build(pipeline(min_words=7))  # 'long' is rebuilt, 'near' is cached from the first run
+    second = builder.sql("select run_id from runs where run_id != ?".replace("?", f"'{first}'"))["run_id"][0]
+    by_node = dict(builder.sql("select node, any_value(run_id) from rejects group by node").rows())
+    assert by_node == {"near": first, "long": second}

@@ -1,0 +1,331 @@
+"""The HTML build report as a user sees it: written after every build, opened in a real browser (Debian's
+chromium, headless, driven over the DevTools protocol) with no console error, no request off the disk,
+every chart drawn, rows that expand on a click and a screenshot; text from the data shown, never run;
+a node with a million rejects sampled; an interrupted build showing what finished; the changes since the
+previous build; and a build directory with no build named as such."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import vl_convert
+
+from dataflow import DataflowError, Pipeline, row_op
+from dataflow.build import build
+from dataflow.operators import PreferencePairs, PyramidSample, ToConversation
+from dataflow.progress import Progress
+from dataflow.reports import html as report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: run `bash scripts/setup.sh` "
+                                                            "as root, or `apt-get install chromium` (Debian)")
+TOPICS = ["astronomy", "cooking", "gardening", "travel"]
+HOSTILE = "<script>window.__pwned = 1</script>"  # text in the data that must show, never run
+HOSTILE_IMAGE = '<img src="x" onerror="window.__pwned = 2">'
+
+
+# -- the browser ---------------------------------------------------------------------------------------------
+class Browser:
+    """Chromium headless over the DevTools protocol: console errors and exceptions, requested URLs,
+    JavaScript evaluated in the page, real mouse clicks, screenshots."""
+
+    def __init__(self, profile: Path):
+        import websocket
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-allow-origins=*",
+             "--window-size=1400,1000", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port = self._port(profile / "DevToolsActivePort")
+        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        self.socket = websocket.create_connection(url, timeout=60, suppress_origin=True)
+        self.calls, self.events = 0, []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+
+    def _port(self, path: Path) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if path.exists() and path.read_text().strip():
+                return int(path.read_text().split()[0])
+            assert self.process.poll() is None, f"chromium exited with {self.process.returncode}"
+            time.sleep(0.05)
+        raise AssertionError("chromium opened no DevTools port in 30 s")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == self.calls:
+                assert "error" not in message, f"{method}: {message['error']}"
+                return message.get("result", {})
+            self.events.append(message)
+
+    def open(self, path: Path) -> None:
+        """Load the report and wait until its charts are drawn (or failed)."""
+        self.events = []
+        self.call("Page.navigate", url=Path(path).resolve().as_uri())
+        deadline = time.monotonic() + 60
+        while self.evaluate("document.readyState === 'complete' && document.body.dataset.charts") in (None, False):
+            assert time.monotonic() < deadline, f"the charts were never drawn; errors: {self.errors()}"
+            time.sleep(0.05)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
+        return result["result"].get("value")
+
+    def errors(self) -> list[str]:
+        """Console errors, uncaught exceptions and error log entries since the page was opened."""
+        found = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                found.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params["args"]))
+            elif method == "Runtime.exceptionThrown":
+                found.append(params["exceptionDetails"].get("exception", {}).get("description", "exception"))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                found.append(params["entry"]["text"])
+        return found
+
+    def requests(self) -> list[str]:
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
+    def click(self, selector: str) -> None:
+        """A real mouse click in the middle of the first element matching ``selector``."""
+        x, y = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                             "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+                             "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> bytes:
+        png = base64.b64decode(self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+        path.write_bytes(png)
+        return png
+
+    def close(self) -> None:
+        self.socket.close()
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed: run `bash scripts/setup.sh` as root, or `apt-get install chromium`")
+    chromium = Browser(tmp_path_factory.mktemp("chromium"))
+    yield chromium
+    chromium.close()
+
+
+CHARTS_DRAWN = """[...document.querySelectorAll('.chart')].map(c => {
+  const svg = c.querySelector('svg');
+  return svg !== null && svg.getBoundingClientRect().width > 0 && svg.querySelectorAll('g.role-mark > *').length > 0;
+})"""
+
+
+def assert_renders(browser: Browser, path: Path) -> int:
+    """Open a report: no error, nothing requested but the file itself, every chart drawn; the chart count."""
+    browser.open(path)
+    assert browser.errors() == []
+    assert [url for url in browser.requests() if not url.startswith("file://")] == []
+    drawn = browser.evaluate(CHARTS_DRAWN)
+    assert browser.evaluate("document.body.dataset.charts") == str(len(drawn))
+    assert all(drawn), f"charts not drawn: {[i for i, ok in enumerate(drawn) if not ok]}"
+    assert browser.evaluate("document.querySelectorAll('svg.dag g.node').length") > 0
+    return len(drawn)
+
+
+# -- builds ------------------------------------------------------------------------------------------------------
+def rows(n: int = 120) -> list[dict[str, Any]]:
+    found = [{"instruction": f"Explain {TOPICS[i % 4]} idea number {i // 3}", "topic": TOPICS[i % 4],
+              "response": " ".join(["word"] * (i % 23 + 1)), "prompt_id": f"p{i // 3}"} for i in range(n)]
+    found += [dict(found[0]), dict(found[1]), dict(found[1])]  # an exact-duplicate cluster of 3 and one of 2
+    found.append({"instruction": HOSTILE, "response": f"{HOSTILE_IMAGE} and more words here", "topic": HOSTILE,
+                  "prompt_id": "p-hostile"})
+    return found
+
+
+def report_pipeline(min_score: float = 0.8) -> Pipeline:
+    """Dedup, a score and a filter on it, a pyramid, preference pairs, a coverage gate: every section."""
+    p = Pipeline("report_demo")
+    threshold = p.param("min_score", min_score)
+    unique = p.from_rows(rows(), name="src").dedup("instruction", name="deduped")
+    scored = unique.map(score=pl.col("response").str.len_chars() / 20.0, name="scored") \
+        .gate(min_coverage=0.5, column="topic", expected=TOPICS, warn=True)
+    kept = scored.filter(pl.col("score") >= threshold, reason=f"too short {HOSTILE}", name="kept") \
+        .filter(~pl.col("instruction").str.contains("<", literal=True), reason="markup in the instruction",
+                name="clean")
+    pyramid = kept.apply(PyramidSample(score="score", shares={"top": 0.2, "rest": 0.8}, size=40,
+                                       quantiles={"top": 0.8, "rest": None}), name="pyramid")
+    sft = pyramid.select("id", "instruction", "response", "tier").rename({"response": "output"}, name="alpaca") \
+        .apply(ToConversation(), name="conversations")
+    pairs = kept.apply(PreferencePairs(score="score", prompt="instruction", response="response", min_margin=0.2),
+                       name="pairs")
+    p.output("sft", sft, schema="sft")
+    p.output("dpo", pairs, schema="preference")
+    return p
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "out"
+    build(report_pipeline(), out, Progress(io.StringIO()))
+    return out
+
+
+def page_text(path: Path) -> str:
+    """The report's visible text, roughly: tags dropped, entities kept."""
+    return re.sub(r"<[^>]+>", " ", path.read_text().split('<script type="application/json"')[0])
+
+
+# -- tests --------------------------------------------------------------------------------------------------------
+def test_every_build_writes_one_offline_file_with_every_section(built):
+    path = built / "report.html"
+    html = path.read_text()
+    assert 0 < path.stat().st_size < 2_000_000
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing to fetch: no CDN, no server
+    shown = page_text(path)
+    for heading in ("DAG", "Rejects", "Scores and measures", "Outputs", "Duplicate clusters", "Coverage and diversity",
+                    "LLM cost", "Gates", "Changes since the previous build"):
+        assert f">{heading}</h2>" in html
+    assert "duplicate — 3 rows (all below)" in shown  # 3 exact duplicates removed by 'deduped'
+    assert "deduped: cluster of 3 rows" in shown
+    specs = json.loads(re.search(r'id="dataflow-charts">(.*?)</script>', html, re.S).group(1))
+    titles = " | ".join(str(s.get("title", "")) for s in specs.values())
+    for drawn in ("scored: score", "sft: prompt words", "sft: response words", "sft: turns", "dpo: margin",
+                  "pyramid: pyramid tiers", "rows per topic", "rejected rows by node and reason"):
+        assert drawn in titles
+    for chart in specs.values():
+        vl_convert.vegalite_to_vega(chart)  # raises on a spec Vega-Lite does not take
+    score = next(s for s in specs.values() if str(s.get("title", "")).startswith("scored: score"))
+    rules = {v["threshold"]: v["value"] for layer in score["layer"][1:] for v in layer["data"]["values"]}
+    assert rules["kept: >= 0.8"] == 0.8 and set(rules) == {"kept: >= 0.8", "pyramid top"}  # "rest" takes the rest
+
+
+@needs_browser
+def test_the_report_opens_in_a_browser_with_every_chart_drawn_and_rows_that_expand(browser, built, tmp_path):
+    assert assert_renders(browser, built / "report.html") >= 8
+    visible = "document.querySelector('details > .row, details > .side').checkVisibility()"
+    assert browser.evaluate("document.querySelector('details').open") is False and browser.evaluate(visible) is False
+    browser.click("details > summary")
+    assert browser.evaluate("document.querySelector('details').open") is True and browser.evaluate(visible) is True
+    png = browser.screenshot(tmp_path / "report.png")
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+@needs_browser
+def test_script_in_the_data_is_shown_as_text_and_never_runs(browser, built):
+    browser.open(built / "report.html")
+    assert browser.evaluate("window.__pwned") is None
+    browser.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    text = browser.evaluate("document.body.innerText")
+    assert HOSTILE in text and HOSTILE_IMAGE in text  # the rejected row, the reason, the duplicate texts
+    assert browser.evaluate("document.querySelectorAll('main script, main img').length") == 0
+    axis = browser.evaluate("[...document.querySelectorAll('.chart svg text')].map(t => t.textContent).join(' ')")
+    assert HOSTILE in axis  # a coverage value is an axis label, drawn as text
+    assert browser.evaluate("window.__pwned") is None
+
+
+def test_a_node_with_a_million_rejects_is_counted_and_sampled(tmp_path):
+    n = 1_000_000
+    source = tmp_path / "rows.parquet"
+    pl.DataFrame({"id": [f"r{i}" for i in range(n)], "length": pl.int_range(n, eager=True) % 1000}) \
+        .write_parquet(source)
+    p = Pipeline("many_rejects")
+    p.output("kept", p.read_parquet(source, name="rows").filter(pl.col("length") >= 999, reason="too short",
+                                                                  name="kept"))
+    out = tmp_path / "out"
+    build(p, out, Progress(io.StringIO()))
+    started = time.perf_counter()
+    path = report.write(out)
+    assert time.perf_counter() - started < 10
+    assert path.stat().st_size < 2_000_000
+    assert "too short — 999,000 rows (3 sampled below)" in page_text(path)
+
+
+def test_an_interrupted_build_reports_what_finished_and_marks_the_rest(tmp_path):
+    @row_op(inputs={"instruction": str}, outputs={"length": int})
+    def stop_halfway(row):
+        raise KeyboardInterrupt
+
+    p = Pipeline("interrupted")
+    unique = p.from_rows(rows(20), name="src").dedup("instruction", name="deduped")
+    p.output("o", unique.apply(stop_halfway, name="measured").filter(pl.col("length") > 1, name="long"))
+    out, log = tmp_path / "out", io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        build(p, out, Progress(log))
+    assert f"[report] {out / 'report.html'}" in log.getvalue()
+    shown = page_text(out / "report.html")
+    assert "This build was interrupted after 2 of 4 nodes" in shown
+    statuses = re.findall(r'<g class="node" data-status="([^"]+)"><title>(\w+)', (out / "report.html").read_text())
+    assert dict((n, s) for s, n in statuses) == {"src": "built", "deduped": "built", "measured": "not built",
+                                                 "long": "not built"}
+    with pytest.raises(DataflowError, match="no build found"):  # no build finished here yet
+        report.write(out)
+
+
+@needs_browser
+def test_an_interrupted_builds_report_opens_in_the_browser(browser, tmp_path):
+    test_an_interrupted_build_reports_what_finished_and_marks_the_rest(tmp_path)
+    assert_renders(browser, tmp_path / "out" / "report.html")
+    assert browser.evaluate("document.querySelectorAll('svg.dag g.node[data-status=\"not built\"]').length") == 2
+
+
+def test_the_report_shows_what_changed_since_the_previous_build(built, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    build(report_pipeline(min_score=1.0), out, Progress(io.StringIO()))
+    html = (out / "report.html").read_text()
+    changes = html.split('id="changes"')[1]
+    kept_before = json.loads((built / "manifest.json").read_text())["nodes"]["kept"]["rows_out"]
+    kept_now = json.loads((out / "manifest.json").read_text())["nodes"]["kept"]["rows_out"]
+    assert kept_now < kept_before
+    assert f"<td>kept</td><td class=\"n\">{kept_before:,}</td><td class=\"n\">{kept_now:,}</td>" in changes
+    assert "<td>dpo.margin</td>" in changes  # the pairs' margins moved with the threshold
+
+
+def test_a_report_that_fails_is_logged_and_the_build_succeeds(tmp_path, monkeypatch):
+    def broken(manifest, stream, out):
+        raise ValueError("no charts today")
+
+    monkeypatch.setattr(report, "render", broken)
+    p = Pipeline("plain")
+    p.output("o", p.from_rows([{"text": "a"}], name="src"))
+    log = io.StringIO()
+    result = build(p, tmp_path / "out", Progress(log))
+    assert result.outputs_written == ["o"]
+    assert "[report] not written: ValueError: no charts today" in log.getvalue()
+
+
+def test_a_directory_with_no_build_is_named_with_the_fix(tmp_path):
+    with pytest.raises(DataflowError, match=r"no build found in .*run `dataflow build PIPELINE.py --out"):
+        report.write(tmp_path)
+
+
+# Default sizes where the README's main job, the benchmarks or other tests build the same (their model requests
+# are then cached), small ones elsewhere: a cold request cache costs ~3 min of model time here, a warm one seconds.
+EXAMPLES = {"quickstart.py": {}, "generate_demo.py": {}, "dpo_best_of_k.py": {}, "grpo_math.py": {},
+            "post_training_recipe.py": {}, "self_instruct.py": {"target": 4, "prompts_per_round": 2},
+            "evol_instruct.py": {"seeds": 2, "generations": 1}, "sales_dialogue.py": {"dialogues": 2, "turns": 1}}
+
+
+@needs_browser
+@pytest.mark.parametrize("pipeline", EXAMPLES)
+def test_every_example_pipelines_report_opens_in_the_browser(browser, example_build, pipeline):
+    out = example_build(pipeline, **EXAMPLES[pipeline])
+    assert assert_renders(browser, out / "report.html") >= 1
