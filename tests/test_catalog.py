@@ -60,7 +60,8 @@ def test_nodes_table_lists_each_node_with_operator_inputs_and_status(builder):
 def test_runs_hold_the_parameters_of_each_run(builder):
     builder.build(pipeline())
     builder.build(pipeline(min_words=7))
-    assert builder.sql("select params.min_words as w from runs order by started, run_id")["w"].to_list() == [3, 7]
+    # two builds may start within one second (the resolution of `started`): compare as a set
+    assert sorted(builder.sql("select params.min_words as w from runs")["w"].to_list()) == [3, 7]
 
 
 def test_every_reject_names_the_run_that_made_it(builder):

@@ -13,9 +13,9 @@ import polars as pl
 from dataflow.errors import DataflowError
 from dataflow.trainers.exports.writing import ExportDir
 from dataflow.trainers.inputs import BuildOutput
+from dataflow.trainers.train import COLUMNS
 
 TRAINERS = {"sft": "sft", "conversation": "sft", "preference": "dpo", "prompt": "grpo"}
-COLUMNS = {"sft": ["messages"], "dpo": ["prompt", "chosen", "rejected"], "grpo": ["prompt", "answer", "verifier"]}
 REWARD = "dataflow.trainers.exports.trl_reward.verified_answer"
 
 
