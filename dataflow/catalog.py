@@ -1,6 +1,6 @@
 """DuckDB views over a build: every node, every output, ``rejects`` (with the run that made each),
-``runs`` (with each run's parameters), ``nodes`` (with ``metrics`` as a struct), ``edges`` (the DAG) and
-``gates``. A node or output that a failed gate skipped has no view."""
+``runs`` (with each run's parameters), ``nodes`` (with ``metrics`` as a struct), ``edges`` (the DAG),
+``gates`` and ``rounds`` (every ``dataflow iterate`` loop's rounds in the folder). A node or output that a failed gate skipped has no view."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import REJECTS_SCHEMA
-from dataflow.records import manifest_gates, read_manifest, read_runs, reject_constants
+from dataflow.records import MANIFEST, manifest_gates, read_manifest, read_runs, reject_constants, round_rows
 from dataflow.store import DATA, REJECTS
 
 SQL_TYPES = {pl.String(): "VARCHAR", pl.Float64(): "DOUBLE"}
@@ -48,10 +48,15 @@ def _rejects_select(entry: Path, run_id: str | None) -> str:
 
 
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with views on the latest build in ``out``."""
+    """An in-memory DuckDB connection with views on the latest build in ``out`` (only ``rounds`` when
+    ``out`` holds loops but no build of its own)."""
     out = Path(out)
-    manifest = read_manifest(out)
     con = duckdb.connect()
+    rounds = pl.DataFrame(round_rows(out), schema=ROUNDS_SCHEMA, strict=False)
+    con.register("rounds", rounds.to_arrow())
+    if rounds.height and not (out / MANIFEST).exists():
+        return con
+    manifest = read_manifest(out)
     nodes = manifest["nodes"]
     rejects = []
     for name, node in nodes.items():
@@ -101,6 +106,12 @@ def _runs(out: Path) -> pl.DataFrame:
     table = pl.DataFrame([{k: v for k, v in run.items() if k != "params"} for run in runs], strict=False,
                          infer_schema_length=None)
     return table.with_columns(pl.Series("params", [run.get("params") for run in runs], strict=False))
+
+ROUNDS_SCHEMA = {"loop": pl.String, "pipeline": pl.String, "metric": pl.String, "round": pl.Int64, "model": pl.String,
+                 "generated_by": pl.String, "data_rows": pl.Int64, "trained_rows": pl.Int64, "value": pl.Float64,
+                 "ci_low": pl.Float64, "ci_high": pl.Float64, "gain": pl.Float64, "kept": pl.Boolean,
+                 "model_calls": pl.Int64, "generation_s": pl.Float64, "verification_s": pl.Float64,
+                 "training_s": pl.Float64, "evaluation_s": pl.Float64, "round_s": pl.Float64}
 
 
 def nodes_table(out: Path) -> pl.DataFrame:

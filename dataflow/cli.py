@@ -23,6 +23,9 @@ commands:
   report              the last build's summary; --format html rewrites OUT/report.html (written
                       after every build): charts, rejects with sample rows, what changed.
   nodes               the last build's DAG as a table: name, operator, inputs, status, rows.
+  iterate PIPELINE.py rounds of build -> train -> evaluate (as the pipeline's p.rounds(...) says): each
+                      round's data made by the best model so far, a model kept only if it scored
+                      higher; resumable; a `rounds` view for dataflow query.
   clean               delete cached node results that no build references.
   train sft|dpo|grpo DATA
                       train a model on a build output with TRL into runs/<run id>/ (resumable;
@@ -170,6 +173,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_iterate(args: argparse.Namespace) -> int:
+    from dataflow.progress import make_progress
+    from dataflow.trainers.rounds import LoopOptions, iterate, render
+
+    options = LoopOptions(args.rounds, args.patience, args.min_gain, args.train_on, args.replay, args.allow_overlap)
+    progress = make_progress()
+    try:
+        record = iterate(args.pipeline, options, _settings(args.set), _settings(args.train_set),
+                         _settings(args.eval_set), args.out, args.runs, progress)
+    finally:
+        progress.close()
+    print(render(record))
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from dataflow.records import referenced_fingerprints
     from dataflow.store import Store
@@ -282,6 +300,28 @@ def parser() -> argparse.ArgumentParser:
     x.set_defaults(run=exports.run)
 
     from dataflow.trainers.evaluation import add_arguments as eval_arguments
+
+    i = sub.add_parser("iterate", help="rounds of build -> train -> evaluate, as the pipeline's p.rounds(...) says")
+    i.add_argument("pipeline", metavar="PIPELINE.py", help="a pipeline file that declares p.rounds(...)")
+    i.add_argument("--rounds", type=int, default=3, help="the most rounds (default 3)")
+    i.add_argument("--patience", type=int, default=2, help="stop after this many rounds in a row that gained less "
+                                                          "than --min-gain (default 2)")
+    i.add_argument("--min-gain", type=float, default=0.01, help="a round that gains less counts as stalled "
+                                                                "(in the metric's units; default 0.01)")
+    i.add_argument("--train-on", metavar="OUTPUT", help="train on this output instead of the declared one "
+                                                        "(e.g. a control)")
+    i.add_argument("--replay", action="store_true", help="train each round on its data plus every earlier round's")
+    i.add_argument("--allow-overlap", action="store_true", help="train even if the training data shares text with "
+                                                                "the held-out set")
+    i.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter "
+                                                                                   "(repeatable)")
+    i.add_argument("--train-set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a trainer config field (repeatable; wins over the pipeline's)")
+    i.add_argument("--eval-set", action="append", default=[], metavar="NAME=VALUE",
+                   help="an evaluation option, e.g. prompts=50 or samples=8 (repeatable; wins over the pipeline's)")
+    out_option(i)
+    runs_option(i)
+    i.set_defaults(run=cmd_iterate)
 
     e = sub.add_parser("eval", help="evaluate a model or a training run on a build output")
     eval_arguments(e)

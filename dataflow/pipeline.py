@@ -98,6 +98,19 @@ class Param:
     help: str = ""
 
 
+@dataclass(frozen=True)
+class RoundsSpec:
+    """How ``dataflow iterate`` runs a pipeline in rounds (``Pipeline.rounds``; checked by the loop)."""
+
+    train: str  # the output each round trains on
+    evaluate: str  # the held-out output each round's model is evaluated on
+    trainer: str = "sft"
+    model_param: str = "model"  # bound to the best model so far
+    round_param: str | None = "round"  # bound to the round number (e.g. a sampling seed), if declared
+    config: dict[str, Any] = field(default_factory=dict)  # trainer config fields
+    evaluation: dict[str, Any] = field(default_factory=dict)  # EvalOptions fields
+
+
 class Pipeline:
     """A DAG of nodes. Relative file paths resolve against the directory of the file that
     created the pipeline, so a build works from any working directory."""
@@ -109,6 +122,7 @@ class Pipeline:
         self.outputs: dict[str, OutputSpec] = {}
         self.declared_params: dict[str, Param] = {}
         self.gates: list[Gate] = []  # stage gates, by node (see Node.gate)
+        self.rounds_spec: RoundsSpec | None = None  # see rounds()
         self.problems: list[str] = []  # declaration problems, reported by compile
         if not PIPELINE_NAME.match(name or ""):
             self.problems.append(f"pipeline name {name!r} names the build's records: use letters, digits, '_', '-' "
@@ -190,6 +204,18 @@ class Pipeline:
 
         return self.add(Concat(), *nodes, name=name)
 
+    def mix(self, inputs: dict[str, Node | str], *, weights: dict[str, float] | None = None,
+            counts: dict[str, int] | None = None, total: int | None = None, oversample: str = "error", seed: int = 0,
+            name: str | None = None) -> Node:
+        """Rows of named inputs in set proportions, with a ``source`` column (``operators/core/mix.py``):
+
+            p.mix({"math": math, "general": general}, weights={"math": 0.9, "general": 0.1}, total=1000)
+        """
+        from dataflow.operators.core.mix import Mix
+
+        op = Mix(tuple(inputs), weights=weights, counts=counts, total=total, oversample=oversample, seed=seed)
+        return self.add(op, *inputs.values(), name=name)
+
     def output(self, name: str, node: Node | str, *, schema: str | None = None) -> None:
         """Declare a named output, materialized under ``<out>/<name>/``. ``schema`` names the
         canonical record it holds (``sft``, ``preference``, ``prompt``, ``conversation``; see
@@ -200,6 +226,16 @@ class Pipeline:
         if problem := name_problem("output", name):
             self.problems.append(problem)
         self.outputs[name] = OutputSpec(node.name if isinstance(node, Node) else node, schema)
+
+    def rounds(self, *, train: str, evaluate: str, trainer: str = "sft", model_param: str = "model",
+               round_param: str | None = "round", config: dict[str, Any] | None = None,
+               evaluation: dict[str, Any] | None = None) -> None:
+        """Declare the loop ``dataflow iterate`` runs: in round r the pipeline is built with the parameter
+        ``model_param`` bound to the best model so far (and ``round_param``, if declared, to r), the
+        ``trainer`` (sft, dpo, grpo; its ``config`` fields) trains that model on the output ``train``, and
+        the new model is evaluated on the output ``evaluate`` (``evaluation``: EvalOptions fields)."""
+        self.rounds_spec = RoundsSpec(train, evaluate, trainer, model_param, round_param, dict(config or {}),
+                                      dict(evaluation or {}))
 
     def compile(self):
         """Check the whole DAG (see ``dataflow.compiler``); raises CompileError listing problems."""

@@ -23,6 +23,8 @@ from dataflow.store import DATA, META, REJECTS, Store, now
 
 MANIFEST = "manifest.json"
 RUNS = "runs.jsonl"
+LOOPS = "rounds"  # <out>/rounds/<loop>/: the loops of `dataflow iterate` (trainers/rounds.py)
+ROUNDS_RECORD = "rounds.json"
 NEARLY_EMPTY = 10  # an output with fewer rows is reported as nearly empty
 
 
@@ -299,6 +301,26 @@ def read_runs(out: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return runs
+
+
+def round_rows(out: Path) -> list[dict[str, Any]]:
+    """One row per round of every ``dataflow iterate`` loop in ``out`` (round 0: the base model's evaluation)."""
+    rows = []
+    for path in sorted((Path(out) / LOOPS).glob(f"*/{ROUNDS_RECORD}")):
+        loop = json.loads(path.read_text())
+        common = {"loop": loop["loop"], "pipeline": loop["pipeline"], "metric": loop["metric"]}
+        if base := loop.get("base"):
+            rows.append({**common, "round": 0, "model": base["model"], "value": base["value"],
+                         "ci_low": base["ci95"][0], "ci_high": base["ci95"][1], "kept": True})
+        for entry in loop["rounds"]:
+            score, seconds = entry[loop["metric"]], entry["seconds"]
+            rows.append({**common, "round": entry["round"], "model": entry["run"], "generated_by": entry["generated_by"],
+                         "data_rows": entry["data"]["rows"], "trained_rows": entry["trained_rows"],
+                         "value": score["value"], "ci_low": score["ci95"][0], "ci_high": score["ci95"][1],
+                         "gain": entry["gain"], "kept": entry["kept"], "model_calls": entry["model_calls"],
+                         **{f"{part}_s": seconds[part] for part in ("generation", "verification", "training",
+                                                                     "evaluation", "round")}})
+    return rows
 
 
 def _versions() -> dict[str, str]:

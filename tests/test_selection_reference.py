@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import run, shuffled
 from dataflow.operators import BalancedSample, PassRate, PreferencePairs, PyramidSample, SelectBest
-from dataflow.operators.selection.pyramid import largest_remainder
+from dataflow.operators.core.sampling import largest_remainder
 
 score = st.one_of(st.none(), st.just(math.nan), st.integers(0, 10).map(float))
 

@@ -162,6 +162,22 @@ def test_config_file_then_settings_and_unknown_keys(tmp_path):
         load_config("grpo", None, {"batch_size": "3"})
 
 
+@pytest.mark.parametrize("order, sampler", [("sequential", "SequentialSampler"), ("random", "RandomSampler")])
+def test_a_sequential_order_keeps_the_rows_in_the_data_order(tmp_path, order, sampler):
+    import datasets
+
+    from dataflow.llm.convert import ensure_default_model
+    from dataflow.trainers.trl_setup import make_trainer
+
+    rows = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"a{i}"}]} for i in range(4)])
+    config = load_config("sft", None, {"order": order, "batch_size": "2"})
+    run = make_trainer("sft", config, ensure_default_model(), "local", rows, tmp_path, [])
+    assert type(run._get_train_sampler()).__name__ == sampler  # a curriculum's order reaches the batches
+    with pytest.raises(Exception, match="order must be random or sequential, not 'shuffled'"):
+        load_config("sft", None, {"order": "shuffled"})
+
+
 def test_memory_estimate_counts_the_model_parameters():
     from transformers import AutoModelForCausalLM
 

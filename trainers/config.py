@@ -33,6 +33,8 @@ class TrainConfig:
     warmup_ratio: float = option(0.0, "share of the steps over which the learning rate rises from 0")
     weight_decay: float = option(0.0, "AdamW weight decay")
     seed: int = option(0, "seed of the data order, dropout and sampling")
+    order: str = option("random", "the order rows are trained in: random (shuffled each epoch) or sequential "
+                                  "(the data's own order, e.g. a Curriculum's)")
     lora: bool = option(False, "train LoRA adapters (peft) instead of every weight; the saved model is merged")
     lora_r: int = option(16, "LoRA rank")
     lora_alpha: int = option(32, "LoRA scaling alpha")
@@ -52,6 +54,8 @@ class TrainConfig:
             found.append("epochs and max_steps are both 0: nothing to train")
         if not 0 <= self.warmup_ratio < 1:
             found.append(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
+        if self.order not in ("random", "sequential"):
+            found.append(f"order must be random or sequential, not {self.order!r}")
         return found
 
     def identity(self) -> dict[str, Any]:

@@ -37,8 +37,9 @@ class BuildOutput:
                 "schema": self.schema, "fingerprint": self.fingerprint, "rows": self.rows}
 
 
-def find_output(ref: str, out: Path | str = "out") -> BuildOutput:
-    """The output ``ref``: a name in the latest build of ``out``, or an output folder (``OUT/NAME``)."""
+def find_output(ref: str, out: Path | str = "out", allow_empty: bool = False) -> BuildOutput:
+    """The output ``ref``: a name in the latest build of ``out``, or an output folder (``OUT/NAME``); one
+    without rows is an error unless ``allow_empty``."""
     out, folder = Path(out), Path(ref)
     if (folder / DATA).exists() and (folder.parent / "manifest.json").exists():
         out, name = folder.parent, folder.name
@@ -61,7 +62,7 @@ def find_output(ref: str, out: Path | str = "out") -> BuildOutput:
         raise DataflowError(f"output '{name}': {path} is missing; build the pipeline again "
                             f"(`dataflow build {manifest.get('file') or 'PIPELINE.py'} --out {out}`)")
     rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-    if rows == 0:
+    if rows == 0 and not allow_empty:
         raise DataflowError(f"output '{name}' in {out}/ has no rows: nothing to train, export or evaluate on; "
                             f"see why with `dataflow query \"select node, reason, count(*) from rejects group by all\""
                             f" --out {out}`")

@@ -28,6 +28,7 @@ def common_arguments(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
         max_steps=config.max_steps or -1, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation, warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed,
+        train_sampling_strategy=config.order,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=1,
         logging_steps=config.logging_steps, report_to="none", disable_tqdm=True,
         use_cpu=where["device"] == "cpu", bf16=where["bf16"],

@@ -32,6 +32,17 @@ def _fraction_problems(fraction: float | None, size: int | None, what: str) -> l
     return []
 
 
+def largest_remainder(shares: dict[str, float], size: int) -> dict[str, int]:
+    """Whole quotas of ``size`` in proportion to ``shares``, adding up to ``size``: each tier gets
+    the floor of its share, then the tiers with the largest remainders one more (ties: tier order)."""
+    exact = {tier: share * size for tier, share in shares.items()}
+    quotas = {tier: int(value) for tier, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda tier: -(exact[tier] - quotas[tier]))
+    for tier in by_remainder[:max(0, size - sum(quotas.values()))]:
+        quotas[tier] += 1
+    return quotas
+
+
 @dataclass(frozen=True)
 class Sample(Operator):
     """A seeded random sample of ``n`` rows or a ``fraction`` of rows, in input order."""

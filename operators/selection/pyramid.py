@@ -12,9 +12,11 @@ from typing import Any
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
+from dataflow.operators.core.sampling import largest_remainder
 from dataflow.operators.selection.scores import SCORE, combined_score, score_columns
 
 _HASH, _RANK = "__dataflow_hash", "__dataflow_rank"
+LOWER = "lower"  # the tier of rows below every other tier, sampled by PyramidSample.keep_lower
 
 
 def tier_expression(score: pl.Expr, thresholds: dict[str, float | None]) -> pl.Expr:
@@ -24,17 +26,6 @@ def tier_expression(score: pl.Expr, thresholds: dict[str, float | None]) -> pl.E
         test = score.is_not_null() if minimum is None else score >= minimum
         expr = (pl.when(test) if expr is None else expr.when(test)).then(pl.lit(tier))
     return expr.otherwise(None)
-
-
-def largest_remainder(shares: dict[str, float], size: int) -> dict[str, int]:
-    """Whole quotas of ``size`` in proportion to ``shares``, adding up to ``size``: each tier gets
-    the floor of its share, then the tiers with the largest remainders one more (ties: tier order)."""
-    exact = {tier: share * size for tier, share in shares.items()}
-    quotas = {tier: int(value) for tier, value in exact.items()}
-    by_remainder = sorted(exact, key=lambda tier: -(exact[tier] - quotas[tier]))
-    for tier in by_remainder[:max(0, size - sum(quotas.values()))]:
-        quotas[tier] += 1
-    return quotas
 
 
 def balanced_order(seed: int, balance_by: str | None, within: list[str]) -> list[pl.Expr]:
@@ -56,6 +47,11 @@ class PyramidSample(Operator):
     its quota gives all it has; its shortfall is a metric (``<tier>_shortfall``, and ``shortfall``
     in all), not filled from other tiers. Unscored rows (null or NaN) are in no tier (metric
     ``unscored``). The tier is written to ``tier``.
+
+    ``keep_lower`` (e.g. 0.15, against over-cleaning) fills that share of ``size`` with scored rows
+    in no tier (below every minimum), sampled the same way, as tier ``lower``; the tiers share the rest
+    (shares scaled by ``1 - keep_lower``, quotas by largest remainder, the ``lower`` tier last). Metrics:
+    ``lower_available``, ``lower_selected``, ``lower_shortfall`` and ``lower_share`` of the sample.
     """
 
     score: str | dict[str, float]
@@ -65,6 +61,7 @@ class PyramidSample(Operator):
     quantiles: dict[str, float | None] | None = None
     balance_by: str | None = None
     seed: int = 0
+    keep_lower: float = 0.0
     kind = Kind.GLOBAL
 
     def label(self) -> str:
@@ -81,7 +78,25 @@ class PyramidSample(Operator):
             problems.append(f"shares must add up to 1, not {sum(self.shares.values()):g}")
         if self.size < 0:
             problems.append(f"size must be non-negative, not {self.size}")
-        return problems
+        return problems + self._keep_lower_problems(tiers or {})
+
+    def _keep_lower_problems(self, tiers: dict[str, float | None]) -> list[str]:
+        if not 0 <= self.keep_lower < 1:
+            return [f"keep_lower must be a share from 0 up to 1 (excluded), not {self.keep_lower}"]
+        if self.keep_lower and LOWER in tiers:
+            return [f"keep_lower samples a tier named '{LOWER}': rename your tier '{LOWER}'"]
+        last = list(tiers)[-1] if tiers else None
+        if self.keep_lower and last is not None and tiers[last] is None:
+            return [(f"keep_lower takes rows below the last tier, but the last tier '{last}' has no minimum "
+                     "(None) and takes them all: give it a minimum, or raise its share instead")]
+        return []
+
+    def _tier_shares(self) -> dict[str, float]:
+        """The shares of ``size`` by tier, with ``keep_lower`` as the ``lower`` tier's when it is set."""
+        if not self.keep_lower:
+            return self.shares
+        return {**{tier: share * (1 - self.keep_lower) for tier, share in self.shares.items()},
+                LOWER: self.keep_lower}
 
     def required_columns(self) -> dict[str, Any]:
         return {**score_columns(self.score), **({self.balance_by: None} if self.balance_by else {})}
@@ -94,8 +109,10 @@ class PyramidSample(Operator):
         minimums = self.thresholds or {
             tier: None if q is None else table.get_column(SCORE).quantile(q, "nearest")
             for tier, q in self.quantiles.items()}
+        if self.keep_lower:
+            minimums = {**minimums, LOWER: None}
         table = table.with_columns(tier_expression(pl.col(SCORE), minimums).alias("tier"))
-        quotas = largest_remainder(self.shares, self.size)
+        quotas = largest_remainder(self._tier_shares(), self.size)
         ctx.record("unscored", table.get_column(SCORE).null_count())
         order = balanced_order(self.seed, self.balance_by, ["tier"])
         ranked = table.with_columns(order).sort([e.meta.output_name() for e in order])
@@ -118,6 +135,8 @@ class PyramidSample(Operator):
             .otherwise(pl.lit("pyramid tier full")),
             detail=pl.struct("tier").struct.json_encode())
         kept = ranked.filter(pl.col("__chosen")).sort("__position").drop(helper)
+        if self.keep_lower:
+            ctx.record("lower_share", kept.filter(pl.col("tier") == LOWER).height / max(1, kept.height))
         return Result(kept, rejects)
 
 
