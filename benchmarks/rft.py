@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,12 +33,15 @@ from results import load, run_facts, settle, write_section  # noqa: E402
 
 REPO = HERE.parent
 DATAFLOW = [sys.executable, "-m", "dataflow.cli"]
+TRIAL = ("--set", "problems=12", "--set", "k=2", "--train-set", "max_steps=2", "--eval-set", "prompts=6",
+         "--eval-set", "samples=1")
 
 
-def iterate(work: Path, seed: int, *args: str, kill_in_round: int | None = None) -> tuple[dict, float]:
+def iterate(work: Path, seed: int, *args: str, kill_in_round: int | None = None, extra: tuple[str, ...] = ()
+            ) -> tuple[dict, float]:
     """One `dataflow iterate` (killed once when ``kill_in_round`` starts sampling, then run again); its record."""
     command = [*DATAFLOW, "iterate", str(REPO / "pipelines" / "rft_math.py"), "--set", f"seed={seed}",
-               "--out", str(work / "out"), "--runs", str(work / "runs"), *args]
+               "--out", str(work / "out"), "--runs", str(work / "runs"), *args, *extra]
     log = work / f"seed{seed}{'-'.join(args)}.log"
     started = time.perf_counter()
     if kill_in_round:
@@ -44,7 +49,7 @@ def iterate(work: Path, seed: int, *args: str, kill_in_round: int | None = None)
             proc = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, cwd=REPO)
             while proc.poll() is None and f"[round {kill_in_round}] building" not in log.read_text():
                 time.sleep(2)
-            time.sleep(60)  # into the round's sampling
+            time.sleep(60 if not extra else 5)  # into the round's sampling
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     with open(log, "a") as stream:
@@ -56,6 +61,12 @@ def iterate(work: Path, seed: int, *args: str, kill_in_round: int | None = None)
     return json.loads(path.read_text()), seconds
 
 
+def sample_load(loads: list[float]) -> None:
+    while True:
+        loads.append(os.getloadavg()[0])
+        time.sleep(30)
+
+
 def interval(score: dict) -> str:
     low, high = score["ci95"]
     return f"{score['value']:.3f} [{low:.3f}, {high:.3f}]"
@@ -65,24 +76,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/rft-bench"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/rft-bench"), help="a scratch folder (emptied first)")
+    parser.add_argument("--try", dest="trial", action="store_true", help="a few problems and steps, to check the "
+                                                                        "script (its section is not a result)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    args.work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DATAFLOW_CACHE_DIR", str(args.work / "cache"))  # a cold request cache: every call counted
-    settle()
-    load_before, started = load(), time.perf_counter()
+    extra = TRIAL if args.trial else ()
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    from dataflow.llm.convert import models_dir
+
+    os.environ["DATAFLOW_MODELS_DIR"] = str(models_dir())  # the converted model as it is, but
+    os.environ["DATAFLOW_CACHE_DIR"] = str(args.work / "cache")  # a cold request cache: every call is made
+    os.environ["DATAFLOW_TORCH_THREADS"] = "2"  # both cores, as on an idle machine, whatever the load at the start
+    if not args.trial:
+        settle()
+    load_before, started, loads = load(), time.perf_counter(), []
+    threading.Thread(target=sample_load, args=(loads,), daemon=True).start()
     loops, controls, seconds = {}, {}, {}
     for seed in seeds:
         loops[seed], seconds[seed] = iterate(args.work, seed, "--rounds", str(args.rounds), "--patience",
-                                             str(args.rounds), kill_in_round=2 if seed == seeds[0] else None)
-        controls[seed], control_seconds = iterate(args.work, seed, "--rounds", "1", "--train-on", "unfiltered")
+                                             str(args.rounds), kill_in_round=2 if seed == seeds[0] else None,
+                                             extra=extra)
+        controls[seed], control_seconds = iterate(args.work, seed, "--rounds", "1", "--train-on", "unfiltered",
+                                                  extra=extra)
         seconds[seed] += control_seconds
     total = time.perf_counter() - started
     base = loops[seeds[0]]["base"]
     rows = ["| seed | base | " + " | ".join(f"round {r} (verified)" for r in range(1, args.rounds + 1))
             + " | control: round 1 on unfiltered | training rows (verified / control) | loop wall time |",
-            "| --- | --- | " + " --- |" * args.rounds + " --- | --- | --- |"]
+            "| --- | --- |" + " --- |" * args.rounds + " --- | --- | --- |"]
     for seed in seeds:
         rounds = loops[seed]["rounds"]
         cells = [f"{interval(e['pass@1'])}{'' if e['kept'] else ' (not kept)'}" for e in rounds]
@@ -113,10 +136,15 @@ def main() -> None:
                         f"round {e['round']} was finished by the second run: {e['cache_hits']} request(s) answered "
                         f"before the kill came from the request cache, {e['model_calls']} were asked"
                         for e in resumed)]
-    body = "\n".join([*run_facts(), f"- load average before: {load_before}; after: {load()}",
+    during = (f"- 1-minute load average during the run (every 30 s): median {statistics.median(loads):.2f}, "
+              f"max {max(loads):.2f} (the loop itself keeps about 2 busy)") if loads else ""
+    body = "\n".join([*run_facts(), f"- load average before: {load_before}; after: {load()}", during,
                       f"- total wall time: {total / 60:.1f} min for {len(seeds)} seeds", "", *rows, "", *summary, "",
                       "Time per round (the first run of each round; evaluation includes the held-out generations):",
                       "", *split, "", *kill])
+    if args.trial:
+        print(body)
+        return
     write_section("rft", "Rejection-sampling fine-tuning rounds on the packaged model (issue 16)", body)
 
 

@@ -18,7 +18,8 @@ commands:
                       lists the pipeline's parameters.
   query "SQL"         SQL (DuckDB) over the last build: every node and output is a view
                       named after it, plus `rejects` (dropped rows with reasons), `runs`
-                      (build history), `nodes` (per-node stats, metrics as a struct), `edges` (the DAG) and `gates` (gate results).
+                      (build history), `nodes` (per-node stats, metrics as a struct), `edges` (the DAG),
+                      `gates` (gate results) and `rounds` (the rounds of `dataflow iterate` loops).
   show NAME           the first rows and the schema of a node or output.
   report              the last build's summary; --format html rewrites OUT/report.html (written
                       after every build): charts, rejects with sample rows, what changed.

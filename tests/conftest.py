@@ -70,6 +70,15 @@ def shuffled(table: pl.DataFrame, seed: int) -> pl.DataFrame:
     return table[order]
 
 
+# Every example pipeline at the size the tests build it: the default where the README's main job, the benchmarks
+# or other tests build the same (their model requests are then cached), small ones elsewhere. A cold request
+# cache costs ~3 min of model time here, a warm one seconds.
+EXAMPLES = {"quickstart.py": {}, "generate_demo.py": {}, "dpo_best_of_k.py": {}, "grpo_math.py": {},
+            "post_training_recipe.py": {}, "self_instruct.py": {"target": 4, "prompts_per_round": 2},
+            "evol_instruct.py": {"seeds": 2, "generations": 1}, "sales_dialogue.py": {"dialogues": 2, "turns": 1},
+            "rft_math.py": {"problems": 6, "k": 2}}
+
+
 @pytest.fixture(scope="session")
 def example_build(tmp_path_factory):
     """``example_build("grpo_math.py", problems=4)``: the build folder of an example pipeline, built once per

@@ -4,7 +4,10 @@ started once for the whole test run (``ray.cluster_utils.Cluster``, one CPU per 
 from __future__ import annotations
 
 import io
+import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +17,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from conftest import EXAMPLES
 from dataflow import DataflowError, Pipeline, global_op, row_op
 from dataflow.build import build, load_pipeline
+from dataflow.operators import MinHashDedup
 from dataflow.progress import Progress
 from dataflow.store import DATA, REJECTS, Store
 
@@ -70,19 +75,18 @@ def test_quickstart_same_fingerprints_rows_and_cache_as_local(tmp_path):
     for output in ("train", "eval"):
         ours, theirs = (pl.read_parquet(tmp_path / executor / output / DATA) for executor in ("local", "ray"))
         assert theirs.equals(ours)
-    assert "train: SplitPart needs its whole input at once" in log  # no distributed plan: said so
+    assert "train: SplitPart runs on one worker: each row's part is the rank" in log  # no distributed plan: why
     assert "deduped: ExactDedup needs" not in log  # exact dedup is shuffled, not collected
     switched, _ = built(example("quickstart.py"), tmp_path / "local", "ray")  # the other executor's store
     assert switched.nothing_done
 
 
-def test_model_pipeline_same_as_local(tmp_path):
-    """grpo_math at a small size: an LLM node, math-verify in range tasks, global selection steps."""
-    params = {"problems": 2, "k": 2, "max_tokens": 32}
-    built(example("grpo_math.py", **params), tmp_path / "local", "local")
-    distributed, _ = built(example("grpo_math.py", **params), tmp_path / "ray", "ray")
-    assert {s.name: s.status for s in distributed.stats}["verified"] == "built"
-    assert_same_store(tmp_path / "local", tmp_path / "ray")
+@pytest.mark.parametrize("file", EXAMPLES)
+def test_every_example_pipeline_gives_the_local_fingerprints_and_rows(example_build, tmp_path, file):
+    local = example_build(file, **EXAMPLES[file])
+    distributed, _ = built(example(file, **EXAMPLES[file]), tmp_path / "ray", "ray")
+    assert sum(s.metrics.get("llm_calls", 0) for s in distributed.stats) == 0  # the same requests: all cached
+    assert_same_store(local, tmp_path / "ray")
 
 
 def test_llm_misses_go_to_engines_and_the_driver_caches_them(tmp_path, monkeypatch):
@@ -102,6 +106,51 @@ def test_llm_misses_go_to_engines_and_the_driver_caches_them(tmp_path, monkeypat
 def numbers(rows: int = 40) -> Pipeline:
     p = Pipeline("numbers")
     return p, p.from_rows([{"n": i, "text": f"row {i % 7}"} for i in range(rows)], name="src")
+
+
+def near_duplicates() -> Pipeline:
+    """Debian descriptions (their -dev/-doc/-prof packages repeat), in shuffled order, with empty and null texts
+    and one large cluster (3,000 one-word edits of a text: more open pairs than the operator checks at once)."""
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "curation" / "debian_en.jsonl").open()]
+    rows = [{"id": r["package"], "text": r["text"], "stars": len(r["text"]) % 7} for r in rows]
+    words = rows[0]["text"].split()
+    rows += [{"id": f"edit-{i:04d}", "text": " ".join(words[:i % len(words)] + [f"w{i}"] + words[i % len(words) + 1:]),
+              "stars": i % 5} for i in range(3000)]
+    rows += [{"id": "empty", "text": "", "stars": 1}, {"id": "null", "text": None, "stars": 2}]
+    random.Random(0).shuffle(rows)
+    p = Pipeline("near")
+    docs = p.from_rows(rows, name="docs").filter(pl.col("stars") != 3, reason="three stars", name="not_three")
+    for name, params in {"lowest_id": {}, "longest": {"keep": "longest", "window": 2},
+                         "highest_score": {"keep": "highest_score", "score_column": "stars"},
+                         "estimated": {"verify": False, "threshold": 0.7},
+                         "chars": {"shingle": "char", "ngram": 9, "bands": 16, "rows": 4}}.items():
+        p.output(name, docs.apply(MinHashDedup(column="text", **params), name=name))
+    return p
+
+
+def test_minhash_is_distributed_with_the_local_rows_rejects_and_metrics(tmp_path):
+    local, _ = built(near_duplicates(), tmp_path / "local", "local")
+    distributed, log = built(near_duplicates(), tmp_path / "ray", "ray")
+    assert "runs on one worker" not in log
+    assert [(s.name, s.fingerprint, s.rows_out, s.rejected, s.metrics) for s in distributed.stats] == \
+        [(s.name, s.fingerprint, s.rows_out, s.rejected, s.metrics) for s in local.stats]
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+    metrics = {s.name: s.metrics for s in local.stats}
+    assert metrics["lowest_id"]["verified_pairs"] < metrics["lowest_id"]["candidate_pairs"]  # the rounds skipped some
+    assert {s.name: s.rejected for s in local.stats}["lowest_id"] > 2000
+
+
+def test_repeated_ids_fail_the_minhash_node_as_locally(tmp_path):
+    p = Pipeline("repeated")  # a join repeats a row's id for each of its matches
+    docs = p.from_rows([{"topic": t, "text": f"words about {t}"} for t in "abc"], name="docs")
+    tags = p.from_rows([{"topic": t, "tag": tag} for t, tag in ("bx", "by", "cz")], name="tags")
+    p.output("o", docs.join(tags, on="topic", name="tagged").apply(MinHashDedup(column="text"), name="near"))
+    with pytest.raises(DataflowError, match="node 'near': the 'id' column has duplicates") as raised:
+        built(p, tmp_path / "local", "local")
+    with pytest.raises(DataflowError, match=re.escape(str(raised.value))):
+        built(p, tmp_path / "ray", "ray")
+    assert len(list(Store(tmp_path / "ray").cache.iterdir())) == 3  # docs, tags and tagged are kept
+    assert not list(Store(tmp_path / "ray").tmp.iterdir())
 
 
 def test_rows_spread_over_both_nodes(tmp_path):

@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 import vl_convert
 
+from conftest import EXAMPLES
 from dataflow import DataflowError, Pipeline, row_op
 from dataflow.build import build
 from dataflow.operators import PreferencePairs, PyramidSample, ToConversation
@@ -315,13 +316,6 @@ def test_a_report_that_fails_is_logged_and_the_build_succeeds(tmp_path, monkeypa
 def test_a_directory_with_no_build_is_named_with_the_fix(tmp_path):
     with pytest.raises(DataflowError, match=r"no build found in .*run `dataflow build PIPELINE.py --out"):
         report.write(tmp_path)
-
-
-# Default sizes where the README's main job, the benchmarks or other tests build the same (their model requests
-# are then cached), small ones elsewhere: a cold request cache costs ~3 min of model time here, a warm one seconds.
-EXAMPLES = {"quickstart.py": {}, "generate_demo.py": {}, "dpo_best_of_k.py": {}, "grpo_math.py": {},
-            "post_training_recipe.py": {}, "self_instruct.py": {"target": 4, "prompts_per_round": 2},
-            "evol_instruct.py": {"seeds": 2, "generations": 1}, "sales_dialogue.py": {"dialogues": 2, "turns": 1}}
 
 
 @needs_browser

@@ -8,6 +8,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from dataflow.catalog import query
@@ -76,10 +77,11 @@ PIPELINE = """
     p = Pipeline("tiny_loop")
     model = p.param("model", "local")
     keep = p.param("keep", 2)
+    at_least = p.param("at_least", 0)
     questions = p.param("questions", "What is 2 + 2?|What is 3 + 5?")
     rows = [{{"messages": [{{"role": "user", "content": q}}, {{"role": "assistant", "content": "4"}}]}}
             for q in questions.split("|")]
-    sft = p.from_rows(rows, name="rows").limit(keep, name="kept")
+    sft = p.from_rows(rows, name="rows").limit(keep, name="kept").gate(min_rows=at_least)
     held_out = p.from_rows([{{"question": "What is 3 + 5?", "answer": "8"}}], name="questions").map(
         prompt=pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.col("question"))), name="prompts")
     p.output("sft", sft, schema="sft")
@@ -92,6 +94,21 @@ def tiny_pipeline(tmp_path: Path, rounds: str = 'p.rounds(train="sft", evaluate=
     path = tmp_path / "tiny_loop.py"
     path.write_text(textwrap.dedent(PIPELINE.format(rounds=rounds)))
     return str(path)
+
+
+TINY_LOOP = ('p.rounds(train="sft", evaluate="held_out", config={"max_steps": 1, "batch_size": 2}, '
+             'evaluation={"metrics": ["pass@k"], "k": 1, "samples": 1, "max_tokens": 8})')
+
+
+def test_replay_trains_each_round_on_its_data_and_every_earlier_rounds(capsys, tmp_path):
+    code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path, TINY_LOOP), "--rounds", "2", "--replay",
+                           "--set", "questions=What is 1 + 3?|What is 2 + 2?")
+    assert code == 0, err
+    first, second = loop_record(tmp_path)["rounds"]
+    assert (first["trained_rows"], second["trained_rows"]) == (2, 4)  # round 2: its 2 rows and round 1's 2
+    [replayed] = (tmp_path / "out" / "rounds").glob("*/replay-2/replayed/data.parquet")
+    rows = pl.read_parquet(replayed)
+    assert sorted(rows["source"].to_list()) == ["round1", "round1", "round2", "round2"] and rows["id"].is_unique().all()
 
 
 def test_training_data_that_shares_text_with_the_held_out_set_is_refused(capsys, tmp_path):
@@ -110,6 +127,14 @@ def test_an_empty_round_stops_the_loop_with_its_reason(capsys, tmp_path):
     assert "best: the base model (no round improved)" in out
 
 
+def test_a_round_whose_data_fails_a_gate_stops_the_loop_with_the_gate(capsys, tmp_path):
+    code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path), "--set", "at_least=5")
+    assert code == 0, err
+    record = loop_record(tmp_path)
+    assert record["stopped"].startswith("round 1: a gate failed, so its data is not used:") and not record["rounds"]
+    assert "5" in record["stopped"]
+
+
 @pytest.mark.parametrize("rounds, message", [
     ("", "the pipeline declares no rounds; add e.g. p.rounds("),
     ('p.rounds(train="nope", evaluate="held_out")', "train='nope' is not an output of the pipeline (its outputs: "
@@ -123,6 +148,8 @@ def test_a_loop_declaration_that_cannot_work_is_named(capsys, tmp_path, rounds, 
 
 
 def test_bad_loop_options_are_refused(capsys, tmp_path):
+    code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path), "--train-set", "epoch=1")
+    assert code == 1 and "unknown config key 'epoch'" in err and not (tmp_path / "out").exists()
     code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path), "--rounds", "0")
     assert code == 1 and "rounds must be a positive int, not 0" in err
     code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path), "--eval-set", "sample=3")

@@ -34,7 +34,7 @@ from dataflow.operators import Decontaminate
 from dataflow.pipeline import Pipeline, RoundsSpec
 from dataflow.progress import Progress
 from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest
-from dataflow.trainers.config import CONFIGS
+from dataflow.trainers.config import CONFIGS, load_config
 from dataflow.trainers.evaluation import EvalOptions, evaluate
 from dataflow.trainers.inputs import BuildOutput, find_output
 from dataflow.trainers.runs import MODEL, RUNS, read_run
@@ -72,6 +72,7 @@ def iterate(file: Path | str, options: LoopOptions = LoopOptions(), settings: di
     declared = load_pipeline(file, settings)
     spec = _checked_spec(declared, options)
     config = {**{k: str(v) for k, v in spec.config.items()}, **(train_settings or {})}
+    load_config(spec.trainer, None, config)  # an unknown or bad field is an error before any round
     evaluation = _eval_options(spec, declared, eval_settings or {})
     base = settings.get(spec.model_param, str(declared.params[spec.model_param]))
     loop_dir = Path(out) / LOOPS / _loop_id(declared, settings, spec, options, config, evaluation)
@@ -93,8 +94,7 @@ def iterate(file: Path | str, options: LoopOptions = LoopOptions(), settings: di
         if not data.rows:
             return _stop(record, loop_dir, f"round {r}: the output '{data.name}' has no rows to train on", log)
         held_out = find_output(spec.evaluate, loop_dir / "round-1")
-        if r == 1:
-            _check_overlap(data, held_out, spec.trainer, loop_dir / f"overlap-{r}", options.allow_overlap, progress)
+        _check_overlap(data, held_out, spec.trainer, loop_dir / f"overlap-{r}", options.allow_overlap, progress)
         if record["base"] is None:
             record["base"] = _evaluated(base, held_out, evaluation, round_dir, runs, progress)
             _write(loop_dir, record)

@@ -126,20 +126,32 @@ class LocalExecutor:
             self.pending.append(_Pending(name, tmp, started, ctx))
             return
         try:
-            result: Result = node.op.apply(*[self.frames[i] for i in node.inputs], ctx=ctx)
-            sinks = []
-            if result.rejects is not None:
-                rejects = normalized_rejects(result.rejects, name)
-                sinks.append(rejects.sink_parquet(tmp / REJECTS, compression=REJECTS_CODEC, lazy=True))
-            sinks.append(result.output.lazy().sink_parquet(tmp / DATA, compression="zstd", lazy=True))
-            self._flush(sinks, _Pending(name, tmp, started, ctx))
-        except (pl.exceptions.PolarsError, OSError) as exc:  # raised by an operator collecting inside apply
+            self._flush(self._written(name, ctx), _Pending(name, tmp, started, ctx))
+        except BaseException as exc:  # an error or Ctrl-C: nothing half-written stays behind
             self.store.discard(tmp)
-            raise DataflowError(f"node '{name}' failed: {str(exc).splitlines()[0]}") from exc
-        except BaseException:  # an error or Ctrl-C: nothing half-written stays behind
-            self.store.discard(tmp)
-            raise
+            error = self._failure(name, exc)
+            if error is None or error is exc:
+                raise
+            raise error from exc
         self.frames[name] = node_rows(self.store, plan.fingerprint)
+
+    def _written(self, name: str, ctx: Context) -> list[pl.LazyFrame]:
+        """Run a stored node's operator: the sinks that write its files into ``ctx.workdir`` (run by the flush
+        that commits it). Another executor runs the node elsewhere, writes the files itself and returns none."""
+        node = self.compiled.nodes[name]
+        result: Result = node.op.apply(*[self.frames[i] for i in node.inputs], ctx=ctx)
+        sinks = []
+        if result.rejects is not None:
+            rejects = normalized_rejects(result.rejects, name)
+            sinks.append(rejects.sink_parquet(ctx.workdir / REJECTS, compression=REJECTS_CODEC, lazy=True))
+        sinks.append(result.output.lazy().sink_parquet(ctx.workdir / DATA, compression="zstd", lazy=True))
+        return sinks
+
+    def _failure(self, name: str, exc: BaseException) -> BaseException | None:
+        """The error to raise for a node that failed with ``exc``; None (or ``exc``) to raise ``exc`` as it is."""
+        if isinstance(exc, (pl.exceptions.PolarsError, OSError)):  # raised by an operator collecting inside apply
+            return DataflowError(f"node '{name}' failed: {str(exc).splitlines()[0]}")
+        return None
 
     def _add_to_chain(self, name: str) -> None:
         """Extend the parent's filter chain (or start one) with this view."""

@@ -137,10 +137,20 @@ def recall_bands(threshold: float, num_perm: int, recall: float = 0.97) -> tuple
 
 def band_pairs(sig: np.ndarray, docs: np.ndarray, band: int, rows: int, window: int) -> list[np.ndarray]:
     """Pairs of ``docs`` equal on one LSH band: each bucket member with the next ``window`` ones."""
+    return bucket_pairs(band_keys(sig, docs, band, rows), docs, window)
+
+
+def band_keys(sig: np.ndarray, docs: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """The LSH bucket of each of ``docs`` on one band: a hash of the band index and the band's values."""
     part = sig[docs, band * rows:(band + 1) * rows].astype(np.uint64)
     key = np.full(len(docs), np.uint64(band), dtype=np.uint64)
     for column in range(rows):
         key = mix64(key * GOLDEN + part[:, column])
+    return key
+
+
+def bucket_pairs(key: np.ndarray, docs: np.ndarray, window: int) -> list[np.ndarray]:
+    """Pairs of ``docs`` (in id order) with equal ``key``: each bucket member with the next ``window`` ones."""
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     shared = np.zeros(len(order), dtype=bool)
