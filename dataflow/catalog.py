@@ -1,6 +1,7 @@
 """DuckDB views over a build: every node, every output, ``rejects`` (with the run that made each),
 ``runs`` (with each run's parameters), ``nodes`` (with ``metrics`` as a struct), ``edges`` (the DAG),
-``gates`` and ``rounds`` (every ``dataflow iterate`` loop's rounds in the folder). A node or output that a failed gate skipped has no view."""
+``gates`` and ``rounds`` (every ``dataflow iterate`` loop's rounds in the folder). A node or output that a
+failed gate skipped has no view."""
 
 from __future__ import annotations
 
@@ -107,8 +108,10 @@ def _runs(out: Path) -> pl.DataFrame:
                          infer_schema_length=None)
     return table.with_columns(pl.Series("params", [run.get("params") for run in runs], strict=False))
 
-ROUNDS_SCHEMA = {"loop": pl.String, "pipeline": pl.String, "metric": pl.String, "round": pl.Int64, "model": pl.String,
-                 "generated_by": pl.String, "data_rows": pl.Int64, "trained_rows": pl.Int64, "value": pl.Float64,
+
+ROUNDS_SCHEMA = {"loop": pl.String, "pipeline": pl.String, "settings": pl.String, "train_on": pl.String,
+                 "metric": pl.String, "round": pl.Int64, "model": pl.String, "generated_by": pl.String,
+                 "data_rows": pl.Int64, "trained_rows": pl.Int64, "value": pl.Float64,
                  "ci_low": pl.Float64, "ci_high": pl.Float64, "gain": pl.Float64, "kept": pl.Boolean,
                  "model_calls": pl.Int64, "generation_s": pl.Float64, "verification_s": pl.Float64,
                  "training_s": pl.Float64, "evaluation_s": pl.Float64, "round_s": pl.Float64}

@@ -308,14 +308,16 @@ def round_rows(out: Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted((Path(out) / LOOPS).glob(f"*/{ROUNDS_RECORD}")):
         loop = json.loads(path.read_text())
-        common = {"loop": loop["loop"], "pipeline": loop["pipeline"], "metric": loop["metric"]}
+        common = {"loop": loop["loop"], "pipeline": loop["pipeline"], "settings": json.dumps(loop["settings"]),
+                  "train_on": loop["train_on"], "metric": loop["metric"]}
         if base := loop.get("base"):
             rows.append({**common, "round": 0, "model": base["model"], "value": base["value"],
                          "ci_low": base["ci95"][0], "ci_high": base["ci95"][1], "kept": True})
         for entry in loop["rounds"]:
             score, seconds = entry[loop["metric"]], entry["seconds"]
-            rows.append({**common, "round": entry["round"], "model": entry["run"], "generated_by": entry["generated_by"],
-                         "data_rows": entry["data"]["rows"], "trained_rows": entry["trained_rows"],
+            rows.append({**common, "round": entry["round"], "model": entry["run"],
+                         "generated_by": entry["generated_by"], "data_rows": entry["data"]["rows"],
+                         "trained_rows": entry["trained_rows"],
                          "value": score["value"], "ci_low": score["ci95"][0], "ci_high": score["ci95"][1],
                          "gain": entry["gain"], "kept": entry["kept"], "model_calls": entry["model_calls"],
                          **{f"{part}_s": seconds[part] for part in ("generation", "verification", "training",

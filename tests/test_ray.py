@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -156,6 +157,7 @@ def test_repeated_ids_fail_the_minhash_node_as_locally(tmp_path):
 def test_rows_spread_over_both_nodes(tmp_path):
     @row_op(inputs={"n": int}, outputs={"node_id": str})
     def placed_on(row):
+        time.sleep(0.05)  # long enough that both range tasks run at once, one per node's single CPU
         return {"node_id": ray.get_runtime_context().get_node_id()}
 
     p, src = numbers()

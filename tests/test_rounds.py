@@ -50,8 +50,9 @@ def test_the_shipped_rft_loop_runs_two_rounds_and_a_second_run_redoes_nothing(ca
                                          if e["round"] < entry["round"] and e["kept"]]))
     assert "round " in out and "stopped: ran 2 round(s)" in out
 
-    rounds = query(tmp_path / "out", "select round, kept, model_calls from rounds order by round")
-    assert rounds["round"].to_list() == [0, 1, 2]
+    rounds = query(tmp_path / "out", "select round, train_on, value from rounds order by round")
+    assert rounds["round"].to_list() == [0, 1, 2] and set(rounds["train_on"]) == {"verified"}
+    assert rounds["value"].to_list() == [record["base"]["value"], first["pass@1"]["value"], second["pass@1"]["value"]]
 
     code, out, err = iterate(capsys, tmp_path, str(REPO / "pipelines" / "rft_math.py"), "--rounds", "2", *SMALL)
     assert code == 0, err

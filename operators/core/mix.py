@@ -116,7 +116,8 @@ class Mix(Operator):
                 raise ValueError(f"input '{source}' already has column(s) {taken}, which the mix writes: rename or "
                                  f"drop them first, e.g. .rename({{'{taken[0]}': 'origin'}})")
         ctx = Context(node="<compile>", workdir=Path("."))
-        return self._mix([pl.DataFrame(schema=s) for s in schemas], dict.fromkeys(self.sources, 0), ctx).collect_schema()
+        empty = [pl.DataFrame(schema=s) for s in schemas]
+        return self._mix(empty, dict.fromkeys(self.sources, 0), ctx).collect_schema()
 
     def apply(self, *frames: pl.LazyFrame, ctx: Context) -> Result:
         return Result(self._mix([frame.collect() for frame in frames], self._asked(), ctx).collect())
