@@ -264,11 +264,8 @@ def main() -> None:
                   "quiet machine for the overhead and scaling tables"]
     lines += ["", "### Plan for 10M and 100M documents", "", *plan(shipped())]
     body = "\n".join(lines)
-    if args.print:
-        print(body)
-    else:
-        write_section("ray_overhead", "Ray executor: overhead vs local, scaling, and a plan for 10M-100M documents "
-                      "(issue 18)", body)
+    write_section("ray_overhead", "Ray executor: overhead vs local, scaling, and a plan for 10M-100M documents "
+                  "(issue 18)", body, record=not args.print)
 
 
 if __name__ == "__main__":

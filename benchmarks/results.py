@@ -39,8 +39,11 @@ def run_facts() -> list[str]:
             f"- command: `python {' '.join(sys.argv)}`"]
 
 
-def write_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, and print it."""
+def write_section(name: str, title: str, body: str, record: bool = True) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, and print it; only print it unless ``record``."""
+    if not record:
+        print(body)
+        return
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     section = f"<!-- begin:{name} -->\n## {title}\n\n{body.strip()}\n<!-- end:{name} -->"
     pattern = re.compile(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", re.S)

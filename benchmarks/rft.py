@@ -139,13 +139,13 @@ def main() -> None:
     during = (f"- 1-minute load average during the run (every 30 s): median {statistics.median(loads):.2f}, "
               f"max {max(loads):.2f} (the loop itself keeps about 2 busy)") if loads else ""
     body = "\n".join([*run_facts(), f"- load average before: {load_before}; after: {load()}", during,
-                      f"- total wall time: {total / 60:.1f} min for {len(seeds)} seeds", "", *rows, "", *summary, "",
+                      f"- total wall time: {total / 60:.1f} min for {len(seeds)} seeds (target: 60 min; "
+                      f"{'met' if total <= 3600 else 'missed: training is most of each round'})", "", *rows, "",
+                      *summary, "",
                       "Time per round (the first run of each round; evaluation includes the held-out generations):",
                       "", *split, "", *kill])
-    if args.trial:
-        print(body)
-        return
-    write_section("rft", "Rejection-sampling fine-tuning rounds on the packaged model (issue 16)", body)
+    write_section("rft", "Rejection-sampling fine-tuning rounds on the packaged model (issue 16)", body,
+                  record=not args.trial)
 
 
 if __name__ == "__main__":

@@ -452,11 +452,8 @@ def main() -> None:
         "decode loop, distilabel's HF text-generation pipeline decodes one prompt at a time, so wall time compares "
         "the two runtimes, not the methods. Tokens out: dataflow's `tokens_out` metric, distilabel's statistics.")]
     body = "\n".join(lines)
-    if args.no_record:
-        print(body)
-    else:
-        write_section("synthesis-peers", "Self-Instruct and Evol-Instruct: dataflow vs distilabel, same model and "
-                      "call budget", body)
+    write_section("synthesis-peers", "Self-Instruct and Evol-Instruct: dataflow vs distilabel, same model and "
+                  "call budget", body, record=not args.no_record)
 
 
 if __name__ == "__main__":
