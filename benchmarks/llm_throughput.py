@@ -1,9 +1,11 @@
-"""CPU throughput of the default model (SmolLM2-135M-Instruct): dataflow's transformers backend at
-several batch sizes beside llama.cpp (llama-cpp-python) on the same GGUF, in the same run, with
-the same prompt tokens, thread count and sampling (temperature 0.7, seeded); plus the model load
-time after the one-time conversion.
+"""CPU throughput of the default model (SmolLM2-135M-Instruct): dataflow's backends (transformers,
+``local``; llama.cpp, ``llamacpp``) at several batch sizes beside llama.cpp used directly
+(llama-cpp-python) on the same GGUF, in the same run, interleaved, with the same prompt tokens, thread
+count and sampling (temperature 0.7, seeded); also the transformers path with int8 weights (torch's
+dynamic quantization of every Linear layer: measured, not offered, see ``INT8_VERDICT``) and the model
+load time.
 
-    python benchmarks/llm_throughput.py [--runs 3] [--prompts 32] [--max-tokens 128]
+    python benchmarks/llm_throughput.py [--runs 3] [--prompts 32] [--max-tokens 128] [--batch-sizes 1,32]
 
 Every engine stops a sequence at end-of-sequence or after max tokens; tokens/s counts the tokens
 actually generated over the wall time of the whole set (prefill included).
@@ -150,24 +152,46 @@ class LlamaCpp:
         return tokens, seconds
 
 
+INT8_VERDICT = ("int8 weights (torch's dynamic per-tensor quantization of every Linear layer) are fast but ruin this "
+                "135M model: asked greedily 'What is the capital of France?' it answers 'France, a land of the mind. "
+                "The land of the mind, ...' and 'Name three colors.' gives 'Thesaurus: 1. 1.1.1.1...', where float32 "
+                "says 'The capital of France is Paris.' and '1. Red 2. Blue 3. Green' (checked 2026-12-02), and it "
+                "stops early (fewer tokens above). So dataflow does not offer it.")
+
+
+def int8_backend(threads: int):
+    """The transformers backend with int8 weights (a measured option, not offered: see ``INT8_VERDICT``)."""
+    import torch
+
+    from dataflow.llm import open_backend
+
+    backend = open_backend(f"local?threads={threads}")
+    backend.model = torch.ao.quantization.quantize_dynamic(backend.model, {torch.nn.Linear}, dtype=torch.qint8)
+    return backend
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--single-prompts", type=int, default=4, help="prompts for the one-sequence runs")
+    parser.add_argument("--print", action="store_true", help="print the section; leave RESULTS.md as it is")
     args = parser.parse_args()
 
-    from dataflow.llm.convert import default_gguf, ensure_default_model
     from dataflow.llm import open_backend
-    from dataflow.llm.backends.transformers import default_threads
+    from dataflow.llm.backends.decoding import default_threads
+    from dataflow.llm.convert import default_gguf, ensure_default_model
 
     ensure_default_model()
     threads = default_threads()
     load_before = load()
     loads = load_seconds(args.runs)
-    backend = open_backend(f"local?threads={threads}")
+    backends = {"dataflow transformers (local)": open_backend(f"local?threads={threads}"),
+                "dataflow transformers, int8 weights (measured, not offered)": int8_backend(threads),
+                "dataflow llama.cpp (llamacpp)": open_backend(f"llamacpp?threads={threads}")}
+    backend = backends["dataflow transformers (local)"]
     prompts = chat_prompts(args.prompts)
     from dataflow.llm.types import Request
 
@@ -179,7 +203,8 @@ def main() -> None:
     for _ in range(args.runs):  # interleaved, so a change in machine load hits every engine alike
         for bs in sizes:
             subset = prompts[:args.single_prompts] if bs == 1 else prompts
-            rows.append(("dataflow transformers", bs, len(subset), *dataflow_run(backend, subset, bs, args.max_tokens)))
+            for name, engine in backends.items():
+                rows.append((name, bs, len(subset), *dataflow_run(engine, subset, bs, args.max_tokens)))
             if 1 < bs < len(prompts):
                 rows.append(("dataflow transformers, static batches (no refill)", bs, len(subset),
                              *dataflow_run(backend, subset, bs, args.max_tokens, refill=False)))
@@ -195,19 +220,34 @@ def main() -> None:
     lines = run_facts() + [
         f"- threads: {threads} (dataflow's default pick; the same for llama.cpp); load before: {load_before}, "
         f"after: {load()}",
-        f"- {args.prompts} chat prompts (quickstart instructions), up to {args.max_tokens} new tokens, temperature 0.7, "
-        f"seeded; one-sequence runs use the first {args.single_prompts} prompts; medians of {args.runs} runs",
+        f"- {args.prompts} chat prompts (quickstart instructions), up to {args.max_tokens} new tokens, "
+        f"temperature 0.7, seeded; one-sequence runs use the first {args.single_prompts} prompts; medians of "
+        f"{args.runs} runs",
         f"- model load after conversion (fresh process, `open_backend('local')`: tokenizer + weights + identity "
         f"hash): median {median([m for _, m in loads]):.2f} s (runs: {', '.join(f'{m:.2f}' for _, m in loads)}); "
         f"target < 5 s. Importing torch + transformers before it: median {median([i for i, _ in loads]):.2f} s",
-        "", "| engine | batch | prompts | tokens | median s | median tok/s | vs best llama.cpp |",
-        "|---|---|---|---|---|---|---|"]
+        "- targets: >= 1.0x llama.cpp's best at batch 32, >= 0.6x llama.cpp's one sequence at batch 1",
+        "", "| engine | batch | prompts | tokens | median s | median tok/s | vs best llama.cpp | vs llama.cpp, "
+        "same batch |", "|---|---|---|---|---|---|---|---|"]
+    rates = {key: median([t / s for t, s in values]) for key, values in table.items()}
+    same_batch = {1: rates[("llama.cpp, one sequence", 1, args.single_prompts)],
+                  len(prompts): rates[("llama.cpp, parallel sequences", len(prompts), len(prompts))]}
     for (engine, bs, n), values in table.items():
-        rate = median([t / s for t, s in values])
+        rate = rates[(engine, bs, n)]
+        versus = f"{rate / same_batch[bs]:.2f}x" if bs in same_batch else "-"
         lines.append(f"| {engine} | {bs} | {n} | {median([t for t, _ in values]):.0f} | "
-                     f"{median([s for _, s in values]):.1f} | {rate:.1f} | {rate / best_llama:.2f}x |")
+                     f"{median([s for _, s in values]):.1f} | {rate:.1f} | {rate / best_llama:.2f}x | {versus} |")
+    lines += ["", "The paths: `local` runs transformers on the converted float32 weights (the weights `dataflow train` "
+              "fine-tunes); `llamacpp` runs llama.cpp on the packaged Q4_1 GGUF as shipped, through dataflow's "
+              "decode loop (continuous batching, seeded sampling and constrained decoding shared with `local`), "
+              "with its own KV cells per sequence and flash attention on; 'llama.cpp' rows use llama-cpp-python "
+              "directly: one sequence through `Llama.create_completion`, and all sequences in one context as "
+              "llama.cpp's `batched` example does (unified KV cache, default context settings, llama.cpp's own "
+              "samplers). The two backends' outputs differ (llama.cpp computes with quantized activations): "
+              "each is deterministic per seed, and the request cache keeps them apart (the model identity "
+              "names the engine).", "", INT8_VERDICT]
     write_section("llm-throughput", "llm-throughput: default model on CPU, dataflow vs llama.cpp",
-                  "\n".join(lines))
+                  "\n".join(lines), record=not args.print)
 
 
 if __name__ == "__main__":

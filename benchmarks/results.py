@@ -33,10 +33,19 @@ def settle(limit: float = 0.5, patience: float = 240.0) -> None:
         time.sleep(5)
 
 
+THREAD_SETTINGS = ("POLARS_MAX_THREADS", "DATAFLOW_TORCH_THREADS", "OMP_NUM_THREADS")
+
+
+def threads() -> str:
+    """The thread settings every contender of this run inherits (unset: polars takes every core, dataflow's
+    torch the cores minus the load average)."""
+    return ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in THREAD_SETTINGS)
+
+
 def run_facts() -> list[str]:
-    """The date, machine and command of this run, as the first lines of a section."""
+    """The date, machine, command and thread settings of this run, as the first lines of a section."""
     return [f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", f"- machine: {machine()}",
-            f"- command: `python {' '.join(sys.argv)}`"]
+            f"- command: `python {' '.join(sys.argv)}`", f"- thread settings: {threads()}"]
 
 
 def write_section(name: str, title: str, body: str, record: bool = True) -> None:

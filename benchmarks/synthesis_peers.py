@@ -372,7 +372,7 @@ def main() -> None:
     import torch
 
     from dataflow.llm import LLMClient
-    from dataflow.llm.backends.transformers import default_threads
+    from dataflow.llm.backends.decoding import default_threads
     from dataflow.llm.convert import ensure_default_model
 
     threads = args.threads or default_threads()

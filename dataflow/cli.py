@@ -217,18 +217,42 @@ def print_frame(frame, fmt: str) -> None:
             print(frame)
 
 
-def parser() -> argparse.ArgumentParser:
+def out_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("out"), help="build directory (default: out)")
+
+
+def runs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="training runs directory (default: runs)")
+
+
+def train_arguments(train: argparse.ArgumentParser) -> None:
+    """The trainers of `dataflow train` and their options."""
+    from dataflow.trainers.config import CONFIGS, field_help
+
+    trainers = train.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
+    for name, what in (("sft", "conversations (an sft output)"), ("dpo", "preference pairs (a preference output)"),
+                       ("grpo", "a prompt set with gold answers (a prompt output)")):
+        k = trainers.add_parser(name, help=f"{name.upper()} on {what}", epilog=field_help(CONFIGS[name]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        k.add_argument("data", metavar="DATA", help="an output name of the last build in --out, or an OUT/NAME folder")
+        k.add_argument("--model", default="local", help="the base model: local (the default), hf:PATH, or a run (its "
+                                                        "id, an id prefix or `last`: continue from its model)")
+        k.add_argument("--config", type=Path, help="a YAML file of config fields (listed below)")
+        k.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a config field (repeatable; wins over --config)")
+        out_option(k)
+        runs_option(k)
+        k.set_defaults(run=cmd_train)
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. The options of train, export and eval, which import the trainers (and DuckDB), are
+    added only when ``command`` is one of them or None: `dataflow build` starts without them."""
     main = argparse.ArgumentParser(prog="dataflow", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     main.add_argument("--version", action="version", version=f"dataflow {_version()}")
     sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
     rows_format = "how to print the rows: table (the default), csv or json"
-
-    def out_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--out", type=Path, default=Path("out"), help="build directory (default: out)")
-
-    def runs_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--runs", type=Path, default=Path("runs"), help="training runs directory (default: runs)")
 
     b = sub.add_parser("build", help="build a pipeline file")
     b.add_argument("pipeline", help="path of the pipeline .py file")
@@ -275,32 +299,17 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=cmd_clean)
 
     t = sub.add_parser("train", help="train a model on a build output (SFT, DPO, GRPO on TRL)")
-    trainers = t.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
-    from dataflow.trainers.config import CONFIGS, field_help
-
-    for name, what in (("sft", "conversations (an sft output)"), ("dpo", "preference pairs (a preference output)"),
-                       ("grpo", "a prompt set with gold answers (a prompt output)")):
-        k = trainers.add_parser(name, help=f"{name.upper()} on {what}", epilog=field_help(CONFIGS[name]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-        k.add_argument("data", metavar="DATA", help="an output name of the last build in --out, or an OUT/NAME folder")
-        k.add_argument("--model", default="local", help="the base model: local (the default), hf:PATH, or a run (its "
-                                                        "id, an id prefix or `last`: continue from its model)")
-        k.add_argument("--config", type=Path, help="a YAML file of config fields (listed below)")
-        k.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                       help="set a config field (repeatable; wins over --config)")
-        out_option(k)
-        runs_option(k)
-        k.set_defaults(run=cmd_train)
-
-    from dataflow.trainers import exports
+    if command in (None, "train"):
+        train_arguments(t)
 
     x = sub.add_parser("export", help="write a build output as the files a trainer reads (LLaMA-Factory, verl, "
                                       "TRL, OpenAI, ...)")
-    exports.add_arguments(x)
-    out_option(x)
-    x.set_defaults(run=exports.run)
+    if command in (None, "export"):
+        from dataflow.trainers import exports
 
-    from dataflow.trainers.evaluation import add_arguments as eval_arguments
+        exports.add_arguments(x)
+        x.set_defaults(run=exports.run)
+    out_option(x)
 
     i = sub.add_parser("iterate", help="rounds of build -> train -> evaluate, as the pipeline's p.rounds(...) says")
     i.add_argument("pipeline", metavar="PIPELINE.py", help="a pipeline file that declares p.rounds(...)")
@@ -325,7 +334,10 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(run=cmd_iterate)
 
     e = sub.add_parser("eval", help="evaluate a model or a training run on a build output")
-    eval_arguments(e)
+    if command in (None, "eval"):
+        from dataflow.trainers.evaluation import add_arguments as eval_arguments
+
+        eval_arguments(e)
     out_option(e)
     runs_option(e)
     e.set_defaults(run=cmd_eval)
@@ -333,7 +345,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     try:
         return args.run(args)
     except DataflowError as exc:

@@ -2,26 +2,34 @@
 
 The data has standard Arrow types (``string``, ``list``), not the ``large_*`` ones polars writes, so
 ``datasets.concatenate_datasets`` and ``interleave_datasets`` take an output together with an
-ordinary hub dataset. The store keeps what polars wrote; an output is cast from it one row group at
-a time, so memory stays flat however large it is, and only when its node changed.
+ordinary hub dataset. The local executor writes a node of plain types (strings, numbers, booleans,
+lists and structs of them) with standard types declared in its Parquet footer (``standard_metadata``),
+so its output is a copy of the stored file; any other is cast from the store one row group at a time,
+so memory stays flat however large it is. Either happens only when its node changed.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import polars as pl
 
 from dataflow.compiler import CompiledPipeline
 from dataflow.records import NodeStats, lineage, nearly_empty_note, stored_rows
 from dataflow.store import DATA, Store, now
 
+if TYPE_CHECKING:  # pyarrow is imported where it is used: `dataflow build` starts before it is needed
+    import pyarrow as pa
+
 FINGERPRINT_FILE = ".fingerprint"
+ARROW_SCHEMA = "ARROW:schema"  # the footer key where Parquet readers find a file's Arrow types
+PLAIN_TYPES = (pl.String, pl.Binary, pl.Boolean, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16,
+               pl.UInt32, pl.UInt64, pl.Float32, pl.Float64)
 
 
 def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> bool:
@@ -54,11 +62,18 @@ def withdraw_output(store: Store, name: str) -> None:
 
 
 def _write_data(store: Store, fingerprint: str, target: Path) -> None:
-    """The node's rows as Parquet with standard Arrow types, one stored row group at a time (a
-    view's: the row groups of the data it filters, less the rows it rejected)."""
+    """The node's rows as Parquet with standard Arrow types: a copy of the stored file when it has them
+    and the node removed no rows from it, else one stored row group at a time (a view's: the row groups
+    of the data it filters, less the rows it rejected)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     data, removed = stored_rows(store, fingerprint)
     source = pq.ParquetFile(data)
     standard = standard_schema(source.schema_arrow)
+    if not len(removed) and source.schema_arrow.equals(standard):
+        shutil.copyfile(data, target)
+        return
     rejected = removed.to_arrow().cast(source.schema_arrow.field("id").type)
     with pq.ParquetWriter(target, standard, compression="zstd") as writer:
         for i in range(source.num_row_groups):
@@ -68,8 +83,29 @@ def _write_data(store: Store, fingerprint: str, target: Path) -> None:
             writer.write_table(table.cast(standard))
 
 
+def standard_metadata(schema: pl.Schema) -> dict[str, str] | None:
+    """Parquet footer metadata that declares standard Arrow types for what polars writes with ``schema``
+    (polars writes large ones); None unless every column is of plain types (``PLAIN_TYPES``, and lists
+    and structs of them), whose Parquet data is the same in both."""
+    if not all(_plain(dtype) for dtype in schema.values()):
+        return None
+    arrow = standard_schema(pl.DataFrame(schema=schema).to_arrow().schema)
+    return {ARROW_SCHEMA: base64.b64encode(arrow.serialize().to_pybytes()).decode()}
+
+
+def _plain(dtype: pl.DataType) -> bool:
+    dtype = dtype() if isinstance(dtype, type) else dtype  # a struct field may hold the class
+    if isinstance(dtype, pl.List):
+        return _plain(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return all(_plain(f.dtype) for f in dtype.fields)
+    return isinstance(dtype, PLAIN_TYPES)
+
+
 def standard_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` with standard types in place of large and view ones, through nested types."""
+    import pyarrow as pa
+
     return pa.schema([_standard_field(f) for f in schema], metadata=schema.metadata)
 
 
@@ -80,6 +116,8 @@ def _standard_field(field: pa.Field) -> pa.Field:
 def standard_type(dtype: pa.DataType) -> pa.DataType:
     """``dtype`` with ``string`` for ``large_string``/``string_view``, ``binary`` for
     ``large_binary``/``binary_view`` and ``list`` for ``large_list``/``list_view``, at every depth."""
+    import pyarrow as pa
+
     if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
         return pa.string()
     if pa.types.is_large_binary(dtype) or pa.types.is_binary_view(dtype):
@@ -94,7 +132,6 @@ def standard_type(dtype: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(dtype):
         return pa.struct([_standard_field(dtype.field(i)) for i in range(dtype.num_fields)])
     return dtype
-
 
 
 def dataset_card(compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> str:

@@ -126,12 +126,23 @@ def node_rows(store: Store, fingerprint: str) -> pl.LazyFrame:
 def stored_rows(store: Store, fingerprint: str) -> tuple[Path, pl.Series]:
     """Where a stored node's rows are: the data file of the node, or of the node its view (or its
     chain of views) filters, and the ids of the rows of that file the views rejected."""
-    entry = store.entry(fingerprint)
-    view_of = read_node_meta(entry).get("view_of")
-    if not view_of:
-        return entry / DATA, pl.Series("id", [], pl.String)
-    data, removed = stored_rows(store, view_of)
-    return data, pl.concat([removed, pl.read_parquet(entry / REJECTS, columns=["id"]).get_column("id")])
+    entries = views_and_data(store, fingerprint)
+    removed = [pl.read_parquet(entry / REJECTS, columns=["id"]).get_column("id") for entry in entries[:-1]]
+    return entries[-1] / DATA, pl.concat([pl.Series("id", [], pl.String), *removed])
+
+
+def data_file(store: Store, fingerprint: str) -> Path:
+    """The stored file that holds a node's rows: its own, or that of the node its views filter (which
+    also holds the rows they rejected)."""
+    return views_and_data(store, fingerprint)[-1] / DATA
+
+
+def views_and_data(store: Store, fingerprint: str) -> list[Path]:
+    """The store entries from a node up its chain of views to the node whose data they filter (last)."""
+    entries = [store.entry(fingerprint)]
+    while view_of := read_node_meta(entries[-1]).get("view_of"):
+        entries.append(store.entry(view_of))
+    return entries
 
 
 def reject_constants(entry: Path) -> dict[str, Any]:

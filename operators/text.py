@@ -107,8 +107,10 @@ def ngram_hashes(tokens: np.ndarray, lengths: np.ndarray, n: int, short_as_whole
     # every full window of the flat token array, from contiguous slices (no gathers)
     padded = np.concatenate((tokens, np.zeros(n, dtype=np.uint64)))
     windows = np.zeros(len(tokens), dtype=np.uint64)
-    for k in range(n):
-        windows = windows * GOLDEN + padded[k:k + len(tokens)] + np.uint64(k + 1)
+    for k in range(n):  # in place: no temporary arrays
+        windows *= GOLDEN
+        windows += padded[k:k + len(tokens)]
+        windows += np.uint64(k + 1)
     combined = windows[position] if len(tokens) else np.empty(0, dtype=np.uint64)
     short = np.flatnonzero((lengths > 0) & (lengths < n)) if short_as_whole else np.empty(0, dtype=np.int64)
     if len(short):  # the whole document as one window: the hash of a window of its length

@@ -30,9 +30,11 @@ def pipeline(min_words: int = 3) -> Pipeline:
 def test_node_metrics_are_a_struct_whose_fields_are_columns(builder):
     builder.build(pipeline())
     found = builder.sql("select name, metrics.duplicate_pairs as pairs, metrics.candidate_pairs >= "
-                        "metrics.duplicate_pairs as checked from nodes where metrics.duplicate_pairs is not null")
-    recorded = read_manifest(builder.out)["nodes"]["near"]["metrics"]["duplicate_pairs"]
-    assert found.rows() == [("near", recorded, True)] and recorded >= 2
+                        "metrics.duplicate_pairs as checked, metrics.exact_duplicates as copies from nodes "
+                        "where metrics.duplicate_pairs is not null")
+    recorded = read_manifest(builder.out)["nodes"]["near"]["metrics"]
+    assert found.rows() == [("near", recorded["duplicate_pairs"], True, recorded["exact_duplicates"])]
+    assert recorded["duplicate_pairs"] == 1 and recorded["exact_duplicates"] == 1  # "... again"; the repeated text
     schema = builder.sql("select metrics from nodes").schema["metrics"]
     assert isinstance(schema, pl.Struct) and "clusters_with_duplicates" in {f.name for f in schema.fields}
 

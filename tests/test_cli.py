@@ -113,3 +113,26 @@ def test_report_prints_the_last_builds_summary(built):
     assert any(line.startswith("deduped ") for line in result.stdout.splitlines())
     wrong = dataflow("report", "--format", "pdf", "--out", str(built))
     assert wrong.returncode == 1 and "--format pdf: no such choice; choose one of summary" in wrong.stderr
+
+
+HEAVY = ("torch", "transformers", "ray", "duckdb", "datasets", "vllm")
+LIGHT_PIPELINE = '''
+import polars as pl
+from dataflow import Pipeline
+
+p = Pipeline("light")
+rows = p.read_jsonl("rows.jsonl", name="rows")
+kept = rows.filter(pl.col("n") > 1, name="kept").map(upper=pl.col("text").str.to_uppercase(), name="upper")
+p.output("result", kept.dedup("text", name="deduped"))
+'''
+
+
+def test_a_build_without_models_imports_no_model_ray_or_duckdb_library(tmp_path):
+    (tmp_path / "rows.jsonl").write_text('{"text": "a", "n": 1}\n{"text": "b", "n": 2}\n{"text": "b", "n": 3}\n')
+    (tmp_path / "light.py").write_text(LIGHT_PIPELINE)
+    script = ("import sys; from dataflow.cli import main; code = main(['build', 'light.py', '--out', 'out']); "
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "built 4 of 4 node(s)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

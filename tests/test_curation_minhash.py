@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import unicodedata
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from dataflow import CompileError, Pipeline
 from dataflow.operators import MinHashDedup
+from dataflow.operators.text import prepared_texts
 
 DATA = Path(__file__).parent / "data" / "curation"
 
@@ -21,12 +23,13 @@ def descriptions() -> list[dict]:
     return [{"id": r["package"], "text": r["text"]} for r in rows]
 
 
-def exact_drop_set(rows: list[dict], threshold: float = 0.8, n: int = 5) -> set[str]:
-    """Ground truth by brute force: all pairs' exact Jaccard, components, all but the lowest id."""
-    def shingles(text: str) -> set[str]:
-        words = unicodedata.normalize("NFKC", text.lower()).split()
-        return {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))} if words else set()
+def shingles(text: str | None, n: int = 5) -> set[str]:
+    words = unicodedata.normalize("NFKC", (text or "").lower()).split()
+    return {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))} if words else set()
 
+
+def brute_force_clusters(rows: list[dict], threshold: float = 0.8) -> dict[str, str]:
+    """Ground truth by brute force: all pairs' exact Jaccard, components; each id's lowest cluster member."""
     ids = sorted(r["id"] for r in rows)
     sets = {r["id"]: shingles(r["text"]) for r in rows}
     parent = {i: i for i in ids}
@@ -41,13 +44,22 @@ def exact_drop_set(rows: list[dict], threshold: float = 0.8, n: int = 5) -> set[
             if sets[a] and sets[b] and len(sets[a] & sets[b]) / len(sets[a] | sets[b]) >= threshold:
                 ra, rb = find(a), find(b)
                 parent[max(ra, rb)] = min(ra, rb)
-    return {i for i in ids if find(i) != i}
+    return {i: find(i) for i in ids}
+
+
+def exact_drop_set(rows: list[dict], threshold: float = 0.8) -> set[str]:
+    """Every document but the lowest id of its brute-force cluster."""
+    return {i for i, root in brute_force_clusters(rows, threshold).items() if root != i}
+
+
+def pipeline(rows: list[dict], op: MinHashDedup) -> Pipeline:
+    p = Pipeline("minhash")
+    p.output("o", p.from_rows(rows, name="src").apply(op, name="near_dedup"))
+    return p
 
 
 def run(builder, rows: list[dict], op: MinHashDedup) -> tuple[pl.DataFrame, pl.DataFrame]:
-    p = Pipeline("minhash")
-    p.output("o", p.from_rows(rows, name="src").apply(op, name="near_dedup"))
-    builder.build(p)
+    builder.build(pipeline(rows, op))
     return builder.output("o"), builder.rejects("near_dedup")
 
 
@@ -182,3 +194,76 @@ def test_missing_column_fails_at_compile():
     p.output("o", p.from_rows([{"body": "x"}], name="src").apply(MinHashDedup(column="text"), name="md"))
     with pytest.raises(CompileError, match="text"):
         p.compile()
+
+
+def with_copies(seed: int) -> list[dict]:
+    """The descriptions with exact copies (verbatim, with higher ids; upper-cased, with lower ids: equal once
+    prepared), a copy with doubled spaces (same shingles, other text), repeated empty/blank/null texts, and
+    scores; shuffled."""
+    rows = [{**r, "votes": float(len(r["text"]) % 11)} for r in descriptions()]
+    picked = rows[::9]
+    rows += [{"id": f"zz-copy-{i}", "text": r["text"], "votes": float(i % 13)} for i, r in enumerate(picked)]
+    rows += [{"id": f"aa-upper-{i}", "text": r["text"].upper(), "votes": 20.0 if i % 2 else None}
+             for i, r in enumerate(picked[::2])]
+    ascii_text = next(r["text"] for r in picked if r["text"].isascii())  # (others' whitespace runs count as one)
+    rows += [{"id": "zz-spaced", "text": ascii_text.replace(" ", "  "), "votes": 0.0}]
+    rows += [{"id": f"blank-{i}", "text": text, "votes": 1.0} for i, text in enumerate(["", "", "  ", None, None])]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def expected_survivors(rows: list[dict], keep: str) -> dict[str, str]:
+    """Each id's survivor by brute force: clusters, then the ``keep`` rule (ties to the lowest id)."""
+    by_id = {r["id"]: r for r in rows}
+    clusters: dict[str, list[str]] = {}
+    for i, root in brute_force_clusters(rows).items():
+        clusters.setdefault(root, []).append(i)
+
+    def rank(i: str) -> tuple:
+        value = {"lowest_id": 0, "longest": len(by_id[i]["text"] or ""),
+                 "highest_score": by_id[i]["votes"] if by_id[i]["votes"] is not None else -math.inf}[keep]
+        return -value, i
+
+    return {i: min(members, key=rank) for members in clusters.values() for i in members}
+
+
+def prepared(text: str) -> str:
+    """The text as the operator compares it (``prepared_texts``: NFKC, lower case, whitespace as its doc says)."""
+    return prepared_texts(pl.Series([text]), "word")[0]
+
+
+@pytest.mark.parametrize("keep", ["lowest_id", "longest", "highest_score"])
+def test_exact_copies_are_collapsed_into_the_brute_force_clusters(builder, keep):
+    rows = with_copies(seed=3)
+    by_id = {r["id"]: r for r in rows}
+    survivor = expected_survivors(rows, keep)
+    kept, rejects = run(builder, rows, MinHashDedup(column="text", keep=keep, score_column="votes"))
+    assert set(rejects["id"]) == {i for i, s in survivor.items() if s != i}
+    assert set(kept["id"]) == {i for i, s in survivor.items() if s == i}
+    for reject in rejects.iter_rows(named=True):
+        detail = json.loads(reject["detail"])
+        assert detail["duplicate_of"] == survivor[reject["id"]]
+        copy = prepared(by_id[reject["id"]]["text"]) == prepared(by_id[detail["duplicate_of"]]["text"])
+        assert reject["reason"] == ("exact_duplicate" if copy else "near_duplicate")
+        if copy:
+            assert detail["jaccard"] == detail["similarity"] == 1.0
+    reasons = rejects["reason"].value_counts().rows()
+    assert dict(reasons)["exact_duplicate"] >= 10 and dict(reasons)["near_duplicate"] >= 10
+    survivors = {json.loads(d)["duplicate_of"] for d in rejects["detail"]}
+    assert "zz-spaced" in set(rejects["id"]) | survivors  # same shingles, other text: checked above as near
+    assert {f"blank-{i}" for i in range(5)} <= set(kept["id"])  # no shingle: never a duplicate
+
+
+def test_exact_copies_do_not_depend_on_input_order_and_are_counted(builder, tmp_path):
+    rows = with_copies(seed=1)
+    report = builder.build(pipeline(rows, MinHashDedup(column="text", keep="longest")))
+    first = builder.rejects("near_dedup")
+    builder.out = tmp_path / "again"
+    run(builder, with_copies(seed=2), MinHashDedup(column="text", keep="longest"))
+    assert first.sort("id").to_dicts() == builder.rejects("near_dedup").sort("id").to_dicts()
+    texts = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        if shingles(r["text"]):
+            texts.setdefault(prepared(r["text"]), []).append(r["id"])
+    metrics = next(s.metrics for s in report.stats if s.name == "near_dedup")
+    assert metrics["exact_duplicates"] == sum(len(ids) - 1 for ids in texts.values()) > 0

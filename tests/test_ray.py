@@ -110,14 +110,18 @@ def numbers(rows: int = 40) -> Pipeline:
 
 
 def near_duplicates() -> Pipeline:
-    """Debian descriptions (their -dev/-doc/-prof packages repeat), in shuffled order, with empty and null texts
-    and one large cluster (3,000 one-word edits of a text: more open pairs than the operator checks at once)."""
+    """Debian descriptions (their -dev/-doc/-prof packages repeat), in shuffled order, with empty and null texts,
+    one large cluster (3,000 one-word edits of a text: more open pairs than the operator checks at once) and exact
+    copies of some descriptions and edits."""
     rows = [json.loads(line) for line in (REPO / "tests" / "data" / "curation" / "debian_en.jsonl").open()]
     rows = [{"id": r["package"], "text": r["text"], "stars": len(r["text"]) % 7} for r in rows]
     words = rows[0]["text"].split()
     rows += [{"id": f"edit-{i:04d}", "text": " ".join(words[:i % len(words)] + [f"w{i}"] + words[i % len(words) + 1:]),
               "stars": i % 5} for i in range(3000)]
-    rows += [{"id": "empty", "text": "", "stars": 1}, {"id": "null", "text": None, "stars": 2}]
+    rows += [{"id": f"copy-{i:03d}", "text": r["text"].upper() if i % 2 else r["text"], "stars": i % 7}
+             for i, r in enumerate(rows[:600:4] + rows[-40:])]  # exact copies (upper case is one once prepared)
+    rows += [{"id": "empty", "text": "", "stars": 1}, {"id": "null", "text": None, "stars": 2},
+             {"id": "empty-again", "text": "", "stars": 4}]
     random.Random(0).shuffle(rows)
     p = Pipeline("near")
     docs = p.from_rows(rows, name="docs").filter(pl.col("stars") != 3, reason="three stars", name="not_three")
@@ -139,6 +143,7 @@ def test_minhash_is_distributed_with_the_local_rows_rejects_and_metrics(tmp_path
     metrics = {s.name: s.metrics for s in local.stats}
     assert metrics["lowest_id"]["verified_pairs"] < metrics["lowest_id"]["candidate_pairs"]  # the rounds skipped some
     assert {s.name: s.rejected for s in local.stats}["lowest_id"] > 2000
+    assert metrics["lowest_id"]["exact_duplicates"] > 100
 
 
 def test_repeated_ids_fail_the_minhash_node_as_locally(tmp_path):

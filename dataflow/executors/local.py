@@ -24,12 +24,14 @@ import polars as pl
 from dataflow.compiler import CompiledPipeline
 from dataflow.errors import DataflowError
 from dataflow.operator import SCRATCH, Context, Kind, Result, ViewOperator, normalized_rejects
+from dataflow.outputs import standard_metadata
 from dataflow.progress import Progress
 from dataflow.records import NodePlan, NodeStats, cached_stats, node_rows, write_node_meta
 from dataflow.store import DATA, REJECTS, Store
 
 STAGE = "__dataflow_stage"
 REJECTS_CODEC = "lz4"  # rejects are written every build and read rarely: lz4 writes faster than zstd
+DATA_ZSTD_LEVEL = 1  # node data: ~15% faster to write than polars' default level (3), ~3% larger
 
 
 @dataclass
@@ -144,7 +146,10 @@ class LocalExecutor:
         if result.rejects is not None:
             rejects = normalized_rejects(result.rejects, name)
             sinks.append(rejects.sink_parquet(ctx.workdir / REJECTS, compression=REJECTS_CODEC, lazy=True))
-        sinks.append(result.output.lazy().sink_parquet(ctx.workdir / DATA, compression="zstd", lazy=True))
+        output = result.output.lazy()
+        metadata = standard_metadata(output.collect_schema())  # so its output is a copy of the file
+        sinks.append(output.sink_parquet(ctx.workdir / DATA, compression="zstd", compression_level=DATA_ZSTD_LEVEL,
+                                         metadata=metadata, lazy=True))
         return sinks
 
     def _failure(self, name: str, exc: BaseException) -> BaseException | None:

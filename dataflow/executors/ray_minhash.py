@@ -6,19 +6,25 @@ was given: the engine imports no operator family, see ARCHITECTURE.md):
 
 1. signatures (Ray Data ``map_batches``, a row range per call): each range shingles and signs its documents
    and writes them (row, id, length, score, signature, shingles) into the node's scratch directory, and its
-   band keys, one row group per shuffle partition (the map side of the band-key shuffle). Each document also
-   sends the hash of its id as band -1, so that rows sharing an id meet in one partition;
-2. band-key shuffle (a task per partition): rows are grouped by (band, key) and each bucket's members, in id
-   order, are paired with the next ``window`` ones, as the operator pairs them; a row whose id repeats is
-   paired with itself, and the build fails as the operator fails on such rows. The pairs are shuffled once
-   more, by their first row, so that a pair found on several bands reaches the driver once;
+   band keys, one row group per shuffle partition (the map side of the band-key shuffle). Every band-key row
+   carries its document's 128-bit text key (the operator's exact-copy key). Each document also sends the hash
+   of its id as band -1, so that rows sharing an id meet in one partition, and one with a shingle sends its
+   text key as band -2, so that exact copies meet in one partition;
+2. band-key shuffle (a task per partition): rows are grouped by (band, key); exact copies have equal signatures,
+   so they share every bucket with their representative (the first of their text key in id order), and each
+   bucket keeps only the first row of each text key: the representatives, in id order, are paired with the
+   next ``window`` ones, as the operator pairs them. On band -2 each representative is paired with its copies
+   (marked as copies, not candidates). A row whose id repeats is paired with itself, and the build fails as the
+   operator fails on such rows. The pairs are shuffled once more, by their first row, so that a pair found on
+   several bands reaches the driver once;
 3. verification (tasks over chunks of pairs, each reading the two documents of its pairs from the ranges'
    files): a first wave screens every candidate as the operator does (set sizes, signature estimate); then
    the driver runs the operator's own rounds (its ``_verified_edges``), whose exact Jaccard checks go to a
    wave of tasks per round, so the same pairs are checked and become edges;
-4. components and survivors on the driver, over the documents in candidate pairs numbered in id order (the
-   order the operator gives them among all documents); the kept rows are written in input order with their
-   clusters, in one streaming pass. The others are clusters of one.
+4. components and survivors on the driver, over the documents in candidate or copy pairs numbered in id order
+   (the order the operator gives them among all documents), copies linked to their representatives; the
+   similarities to the survivor are those of the representatives, as the operator measures them; the kept
+   rows are written in input order with their clusters, in one streaming pass. The others are clusters of one.
 """
 
 from __future__ import annotations
@@ -45,10 +51,11 @@ from dataflow.operators.text import choose_survivors, column_text, components, p
 from dataflow.store import DATA, REJECTS
 
 PART, BAND, KEY = "__dataflow_part", "__dataflow_band", "__dataflow_key"
-A, B, ESTIMATE, EXACT = "__dataflow_a", "__dataflow_b", "estimate", "exact"
+A, B, COPY, ESTIMATE, EXACT = "__dataflow_a", "__dataflow_b", "__dataflow_copy", "estimate", "exact"
 LENGTH, SCORE, SIGNATURE, SHINGLES = "length", "score", "signature", "shingles"
 DOCS, BANDS = "docs.parquet", "bands.parquet"  # a range's files
 ID_BAND = -1  # the band of a document's id hash
+TEXT_BAND = -2  # the band of a document's text key (exact copies)
 HASH_SEED = 0  # fixed, so every range sends an id to the same partition
 PAIRS_PER_TASK, MIN_PAIRS_PER_TASK = 200_000, 10_000  # pairs that one verification task measures
 REMOVED = "__dataflow_removed"
@@ -60,8 +67,9 @@ def kernel(op: Any) -> ModuleType:
     return sys.modules[type(op).__module__]
 
 
-def pairs_frame(a: Any, b: Any) -> pl.DataFrame:
-    return pl.DataFrame({A: a, B: b}, schema={A: pl.Int64, B: pl.Int64})
+def pairs_frame(a: Any, b: Any, copy: bool = False) -> pl.DataFrame:
+    """Pairs of rows; ``copy`` marks (representative, exact copy) pairs, which are not candidates."""
+    return pl.DataFrame({A: a, B: b}, schema={A: pl.Int64, B: pl.Int64}).with_columns(pl.lit(copy).alias(COPY))
 
 
 def distinct(*parts: pl.DataFrame) -> pl.DataFrame:
@@ -102,7 +110,8 @@ class MinHashJob:
         frame = self.job.inputs[0].frame(start, stop, row_index=True)
         table = frame.select(ROW, "id", *op.required_columns()).collect()
         raw = table.select(column_text(op.column, table.schema[op.column])).to_series()
-        shingles, counts = op._shingle_all(prepared_texts(raw, op.shingle))
+        prepared = prepared_texts(raw, op.shingle)
+        shingles, counts = op._shingle_all(prepared)
         sig = op._signatures(shingles, counts)
         scores = op._scores(table)
         offsets = pa.array(np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
@@ -112,25 +121,42 @@ class MinHashJob:
                              SIGNATURE: pl.Series(sig, dtype=pl.Array(pl.UInt32, op.num_perm)),
                              SHINGLES: pl.from_arrow(pa.LargeListArray.from_arrays(offsets, pa.array(shingles)))})
         write_atomically(docs, self.job.part(start, DOCS), "zstd")
-        bands, rows = op.banding()
-        usable = np.flatnonzero(counts > 0)
-        keys = [table.select(pl.lit(ID_BAND, pl.Int32).alias(BAND), pl.col("id").hash(HASH_SEED).alias(KEY), ROW, "id")]
-        for band in range(bands):
-            keys.append(table[usable].select(pl.lit(band, pl.Int32).alias(BAND),
-                                             pl.Series(KEY, kernel(op).band_keys(sig, usable, band, rows)), ROW, "id"))
-        keyed = pl.concat(keys).with_columns((pl.col(KEY) % self.partitions).cast(pl.Int32).alias(PART))
-        write_partitioned(keyed, self.job.part(start, BANDS), self.partitions)
+        self.write_band_keys(start, table.select(ROW, "id"), prepared, sig, counts)
         return table.height
 
+    def write_band_keys(self, start: int, table: pl.DataFrame, prepared: pl.Series, sig: np.ndarray,
+                        counts: np.ndarray) -> None:
+        """A range's band-key rows (band, key, row, id, text key), by shuffle partition: its documents' id hashes,
+        the text keys and LSH bands of those with a shingle."""
+        op = self.job.op
+        bands, rows = op.banding()
+        usable = np.flatnonzero(counts > 0)
+        named = pl.concat([table, kernel(op).text_keys(prepared)], how="horizontal")
+        signed = named[usable]
+        keys = [named.with_columns(pl.lit(ID_BAND, pl.Int32).alias(BAND), pl.col("id").hash(HASH_SEED).alias(KEY)),
+                signed.with_columns(pl.lit(TEXT_BAND, pl.Int32).alias(BAND),
+                                    pl.col(kernel(op).TEXT_KEYS[0]).alias(KEY))]
+        keys += [signed.with_columns(pl.lit(band, pl.Int32).alias(BAND),
+                                     pl.Series(KEY, kernel(op).band_keys(sig, usable, band, rows)))
+                 for band in range(bands)]
+        keyed = pl.concat(keys).with_columns((pl.col(KEY) % self.partitions).cast(pl.Int32).alias(PART))
+        write_partitioned(keyed, self.job.part(start, BANDS), self.partitions)
+
     def bucket(self, partition: int, files: list[str]) -> list[pl.DataFrame] | pl.DataFrame:
-        """Step 2 for one partition: the (row a, row b) pairs its buckets form, a before b in id order, and as
-        (row, row) a row whose id another row has; split by a's partition for ``distinct``."""
+        """Step 2 for one partition: the (row a, row b) pairs its buckets form, a before b in id order, over the
+        first row of each text key in a bucket (the representatives); as copies, each representative with the
+        rows of its text key; and as (row, row) a row whose id another row has. Split by a's partition for
+        ``distinct``."""
+        text_keys = kernel(self.job.op).TEXT_KEYS
         keyed = pl.scan_parquet(files).filter(pl.col(PART) == partition).collect().sort("id", ROW)
         ids = keyed.filter(pl.col(BAND) == ID_BAND)
         repeated = ids.filter(pl.col("id").is_duplicated()).get_column(ROW)
-        found = [pairs_frame(repeated, repeated)]
+        copies = keyed.filter(pl.col(BAND) == TEXT_BAND).select(pl.col(ROW).first().over(text_keys).alias(A), ROW)
+        copies = copies.filter(pl.col(A) != pl.col(ROW))
+        found = [pairs_frame(repeated, repeated), pairs_frame(copies.get_column(A), copies.get_column(ROW), copy=True)]
+        keyed = keyed.filter(pl.col(BAND) >= 0).filter(pl.struct(BAND, KEY, *text_keys).is_first_distinct())
         rows, band_of, key = (keyed.get_column(c).to_numpy() for c in (ROW, BAND, KEY))
-        for band in np.unique(band_of[band_of != ID_BAND]):
+        for band in np.unique(band_of):
             members = np.flatnonzero(band_of == band)
             found += [pairs_frame(rows[pair[:, 0]], rows[pair[:, 1]])
                       for pair in kernel(self.job.op).bucket_pairs(key[members], members, self.job.op.window)]
@@ -231,8 +257,10 @@ class Plan:
             repeated = found.filter(pl.col(A) == pl.col(B))
             if repeated.height:
                 self._fail_as_the_operator(repeated.get_column(A))
-            docs, candidates = self._numbered(found)
+            docs, candidates, copies = self._numbered(found)
         count = docs.height
+        representative = np.arange(count)
+        representative[copies[:, 1]] = copies[:, 0]
         with self.stage("verification"):
             pool = self._measured(candidates, screen=True)
             if self.op.verify:
@@ -241,22 +269,24 @@ class Plan:
             else:
                 self.known = pool
                 edges, checked = pool.pairs()[pool.estimate >= self.op.threshold - 1e-9], 0
-            cluster = components(edges, count)
+            cluster = components(np.concatenate((edges, copies)), count)
             scores = docs.get_column(SCORE).to_numpy() if self.op.keep == "highest_score" else None
             survivor = choose_survivors(cluster, self.op.keep, docs.get_column(LENGTH).to_numpy(), scores)
-            moved = np.flatnonzero(survivor != np.arange(count))
-            to_survivor = np.stack((moved, survivor[moved]), axis=1)
+            moved = np.flatnonzero(representative != representative[survivor])  # removed, not an exact copy
+            to_survivor = np.stack((representative[moved], representative[survivor[moved]]), axis=1)
             self._learn(to_survivor)
         at = self.known.find(to_survivor)
         estimated, exact = np.ones(count), np.ones(count) if self.op.verify else None
         estimated[moved] = self.known.estimate[at]
         if exact is not None:
             exact[moved] = self.known.exact[at]
-        clusters = kernel(self.op).Clusters(cluster, survivor, estimated, exact, len(candidates), checked, len(edges))
+        clusters = kernel(self.op).Clusters(cluster, survivor, representative, estimated, exact, len(candidates),
+                                            checked, len(edges))
         removed = survivor != np.arange(count)
         with self.stage("write"):
             self._write(docs, clusters, removed)
         return {"candidate_pairs": len(candidates), "verified_pairs": checked, "duplicate_pairs": len(edges),
+                "exact_duplicates": clusters.exact_duplicates(),
                 "clusters_with_duplicates": int(np.unique(cluster[removed]).size)}
 
     def jaccard(self, pairs: np.ndarray) -> np.ndarray:
@@ -277,17 +307,19 @@ class Plan:
         shared = frame.filter(pl.col(ROW).cast(pl.Int64).is_in(rows.implode())).drop(ROW)
         self.op.apply(shared, ctx=Context(node=self.job.job.node, workdir=Path(self.job.job.workdir)))
 
-    def _numbered(self, found: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-        """The documents in candidate pairs (row, id, length, score) in id order, and the unique candidate
-        pairs as their numbers (a < b) in the operator's order, sorted by a then b."""
+    def _numbered(self, found: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """The documents in candidate or copy pairs (row, id, length, score) in id order; the unique candidate
+        pairs as their numbers (a < b) in the operator's order, sorted by a then b; the (representative, copy)
+        pairs as numbers."""
         rows = pl.concat([found.get_column(A), found.get_column(B)]).unique()
         docs = pl.scan_parquet(self.docs).select(pl.col(ROW).cast(pl.Int64), "id", LENGTH, SCORE).filter(
             pl.col(ROW).is_in(rows.implode())).collect().sort("id")
         self.rows = docs.get_column(ROW).to_numpy()
         self.by_row = np.argsort(self.rows)
         pairs = np.sort(np.stack([self._number(found.get_column(c).to_numpy()) for c in (A, B)], axis=1), axis=1)
-        keys = np.unique(pairs[:, 0] * docs.height + pairs[:, 1])
-        return docs, np.stack((keys // max(docs.height, 1), keys % max(docs.height, 1)), axis=1)
+        copy = found.get_column(COPY).to_numpy()
+        keys = np.unique(pairs[~copy, 0] * docs.height + pairs[~copy, 1])
+        return docs, np.stack((keys // max(docs.height, 1), keys % max(docs.height, 1)), axis=1), pairs[copy]
 
     def _number(self, rows: np.ndarray) -> np.ndarray:
         """The numbers of documents given by row."""

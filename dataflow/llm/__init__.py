@@ -1,5 +1,5 @@
-"""The LLM layer: one client interface over transformers (CPU/GPU), vLLM (GPU, offline batch) and
-OpenAI-compatible servers, with a persistent request cache shared by every pipeline.
+"""The LLM layer: one client interface over transformers (CPU/GPU), llama.cpp (CPU), vLLM (GPU,
+offline batch) and OpenAI-compatible servers, with a persistent request cache shared by every pipeline.
 
     from dataflow.llm import LLMClient, Request, Sampling
     client = LLMClient("local")   # or "hf:PATH", "vllm:PATH", "openai:http://host:8000/v1#model"

@@ -3,10 +3,10 @@
 ``LLMClient(model).generate(requests)`` answers each request from the cache when all its
 samples are there, and sends the rest to the backend in chunks (sorted by prompt length, so
 batches hold prompts of similar length). A backend that reports requests as they finish (a
-``finished`` argument: transformers, OpenAI-compatible servers) has each one stored at once, so a
-killed build repeats no finished request; the others have each chunk stored as it returns. The
-model loads only when a request misses the cache, so a warm rebuild never loads it. A fallback a
-backend took (its ``notes``: e.g. a server without ``response_format``) is recorded as the node's
+``finished`` argument: transformers, llama.cpp, OpenAI-compatible servers) has each one stored
+at once, so a killed build repeats no finished request; the others have each chunk stored as it
+returns. The model loads only when a request misses the cache, so a warm rebuild never loads it.
+A fallback a backend took (its ``notes``: e.g. a server without ``response_format``) is recorded as the node's
 ``fallbacks`` metric, so the summary names it.
 """
 

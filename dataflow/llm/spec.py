@@ -5,6 +5,7 @@ against their backend by the registry (:mod:`dataflow.llm.backends`).
 
 - ``local``: the embedded default (SmolLM2-135M-Instruct on transformers, CPU).
 - ``hf:PATH``: a Hugging Face model directory on transformers (CPU, or GPU with ``device=cuda``).
+- ``llamacpp[:PATH.gguf]``: a GGUF file on llama.cpp (CPU; without a path, the default model's GGUF).
 - ``vllm:PATH``: a model directory on vLLM (GPU, offline batch).
 - ``openai:BASE_URL#MODEL``: an OpenAI-compatible server, e.g. ``openai:http://127.0.0.1:8000/v1#qwen``.
 
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-EXAMPLES = "local, hf:/path/to/model, vllm:/path/to/model, openai:http://127.0.0.1:8000/v1#model-name"
+EXAMPLES = ("local, hf:/path/to/model, llamacpp, llamacpp:/path/to/model.gguf, vllm:/path/to/model, "
+            "openai:http://127.0.0.1:8000/v1#model-name")
 
 
 class SpecError(ValueError):

@@ -40,7 +40,7 @@ class Cluster:
 def reject_groups(build: StoredBuild) -> tuple[list[RejectGroup], dict[str, int]]:
     """Per node and reason, most frequent first: the count and a seeded sample of the rejects with the
     rows they came from; and per node, how many reasons are left out."""
-    groups, left_out = [], {}
+    tables, left_out = {}, {}
     for name, node in build.nodes.items():
         rejects = build.rejects(name) if node["rejected"] and build.stored(name) else None
         if rejects is None:
@@ -49,20 +49,29 @@ def reject_groups(build: StoredBuild) -> tuple[list[RejectGroup], dict[str, int]
         table = rejects.group_by("reason").agg(pl.len().alias("n"), sample.alias("examples")) \
             .sort(["n", "reason"], descending=[True, False]).collect()
         left_out[name] = max(table.height - MOST_REASONS, 0)
-        table = table.head(MOST_REASONS)
-        rows = source_rows(build, name, [e["id"] for es in table["examples"] for e in es])
-        for reason, count, examples in table.iter_rows():
-            groups.append(RejectGroup(name, reason or "", count, [{**e, "row": rows.get(e["id"])} for e in examples]))
+        tables[name] = table.head(MOST_REASONS)
+    rows = source_rows(build, {name: [e["id"] for es in t["examples"] for e in es] for name, t in tables.items()})
+    groups = [RejectGroup(name, reason or "", count, [{**e, "row": rows[name].get(e["id"])} for e in examples])
+              for name, table in tables.items() for reason, count, examples in table.iter_rows()]
     return groups, left_out
 
 
-def source_rows(build: StoredBuild, name: str, ids: list[str]) -> dict[str, dict[str, str]]:
-    """The rows with these ids among the node's inputs, each as shown text per field."""
-    found: dict[str, dict[str, str]] = {}
-    for upstream in build.inputs(name):
-        if ids and build.stored(upstream):
-            for row in build.rows(upstream).filter(pl.col("id").is_in(ids)).collect().iter_rows(named=True):
-                found.setdefault(row["id"], shown_fields(row))
+def source_rows(build: StoredBuild, wanted: dict[str, list[str]]) -> dict[str, dict[str, dict[str, str]]]:
+    """For each node, the rows with its wanted ids among its inputs, each as shown text per field. They are
+    looked up in the stored files the inputs are read from, every node's ids at once: a chain of filters
+    over one file costs one scan of it."""
+    files = {(name, upstream): build.data_file(upstream) for name, ids in wanted.items() if ids
+             for upstream in build.inputs(name) if build.stored(upstream)}
+    ids_by_file: dict[Any, set[str]] = {}
+    for (name, _), path in files.items():
+        ids_by_file.setdefault(path, set()).update(wanted[name])
+    rows = {path: {row["id"]: shown_fields(row) for row in pl.scan_parquet(path).filter(pl.col("id").is_in(sorted(ids)))
+                   .collect().iter_rows(named=True)} for path, ids in ids_by_file.items()}
+    found: dict[str, dict[str, dict[str, str]]] = {name: {} for name in wanted}
+    for (name, _), path in files.items():
+        for i in wanted[name]:
+            if i in rows[path]:
+                found[name].setdefault(i, rows[path][i])
     return found
 
 
@@ -120,7 +129,13 @@ def _compared_texts(build: StoredBuild, name: str, ids: list[str]) -> dict[str, 
 
 
 def output_samples(build: StoredBuild, per_output: int = 3) -> dict[str, list[dict[str, str]]]:
-    """A few rows of each output, seeded, as shown text per field."""
-    sample = pl.all().bottom_k_by(pl.col("id").hash(SEED), per_output)
-    return {name: [shown_fields(row) for row in build.output_rows(name).select(sample).collect().iter_rows(named=True)]
-            for name in build.outputs()}
+    """A few rows of each output, seeded, as shown text per field (the ids picked first, so only their rows
+    are read whole)."""
+    key = pl.col("id").hash(SEED)
+    samples = {}
+    for name in build.outputs():
+        rows = build.output_rows(name)
+        ids = rows.select(pl.col("id").bottom_k_by(key, per_output)).collect().get_column("id")
+        picked = rows.filter(pl.col("id").is_in(ids.implode())).sort(key).collect()
+        samples[name] = [shown_fields(row) for row in picked.iter_rows(named=True)]
+    return samples

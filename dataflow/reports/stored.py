@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from dataflow.records import node_rows, read_node_meta, reject_constants
+from dataflow.records import data_file, node_rows, read_node_meta, reject_constants
 from dataflow.store import DATA, REJECTS, Store
 
 NO_ROWS = ("skipped", "not built")  # statuses of nodes with nothing in the store for this build
@@ -42,6 +42,10 @@ class StoredBuild:
 
     def rows(self, name: str) -> pl.LazyFrame:
         return node_rows(self.store, self.nodes[name]["fingerprint"])
+
+    def data_file(self, name: str) -> Path:
+        """The stored file the node's rows are read from (a view's holds the rows it rejected too)."""
+        return data_file(self.store, self.nodes[name]["fingerprint"])
 
     def schema(self, name: str) -> pl.Schema:
         return self.rows(name).collect_schema()

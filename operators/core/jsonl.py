@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 import polars as pl
-import pyarrow.parquet as pq
 
 from dataflow.errors import DataflowError
 
@@ -343,6 +342,8 @@ def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
                ) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
     """The good lines of a JSONL file, written as Parquet parts under ``scratch`` and scanned, and
     the rejects (with ``on_error='reject'``) of the others."""
+    import pyarrow.parquet as pq  # here, not at the top: a build that reads no JSONL starts without pyarrow
+
     chunks, rejects = good_lines(path, where, on_error, node)
     parts: list[Path] = []
     writer = None

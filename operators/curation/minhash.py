@@ -1,9 +1,14 @@
-"""MinHash near-duplicate removal: shingles, one-permutation MinHash, LSH, exact check, clusters.
+"""MinHash near-duplicate removal: exact copies, shingles, one-permutation MinHash, LSH, exact check, clusters.
 
 How it works (every step vectorized over a batch of documents with NumPy/Polars):
 
 1. Text is normalized (NFKC, lower case, whitespace collapsed) and split into tokens: words
    (``shingle="word"``) or characters (``shingle="char"``). Tokens are hashed by Polars.
+   Before that, exact copies are collapsed: documents whose normalized texts share a 128-bit key
+   (two independent 64-bit hashes: a collision among n texts has odds of about n^2 / 2^129, out of
+   the question in practice) form a group, and only its first document in id order, the
+   representative, goes through steps 2-5; the others join its cluster in step 6. Documents
+   without a shingle are not grouped.
 2. Shingles are hashes of ``ngram`` consecutive tokens, computed with ``ngram`` array passes
    over the flat token array of the whole batch. A document with fewer tokens than ``ngram``
    becomes one shingle holding all its tokens ("shingled as a whole"); a document with no token
@@ -22,15 +27,17 @@ How it works (every step vectorized over a batch of documents with NumPy/Polars)
    whose set sizes rule the threshold out, or whose estimate is more than three standard
    deviations below it, are not checked; a pair whose documents are already connected by
    checked edges is not checked either (it cannot change a cluster).
-6. Connected components of the edges (union-find) are clusters; one survivor per cluster is kept
+6. Connected components of the edges, with every exact copy linked to its representative
+   (union-find), are clusters; one survivor per cluster is kept
    by ``keep``: ``"lowest_id"``, ``"longest"`` (most characters) or ``"highest_score"`` (the
    largest ``score_column`` value; ties and nulls fall back to the lowest id).
 
 Documents are processed in the order of their ids, so the result does not depend on the row
 order of the input; kept rows leave in their input order. Every kept row gets ``cluster_id``
-(lowest id in its cluster) and ``cluster_size``; removed rows go to rejects (reason
-``near_duplicate``) with the survivor's id, the estimated similarity (score) and, when
-verified, the exact Jaccard similarity to it. Texts of any length and script are fine; for
+(lowest id in its cluster) and ``cluster_size``; removed rows go to rejects with the survivor's
+id, the estimated similarity (score) and, when verified, the exact Jaccard similarity to it;
+their reason is ``exact_duplicate`` when their normalized text equals the survivor's (similarity
+and Jaccard 1.0), else ``near_duplicate``. Texts of any length and script are fine; for
 scripts written without spaces (Chinese, Japanese) use ``shingle="char"``.
 """
 
@@ -56,6 +63,30 @@ _ROW = "__dataflow_row"
 _CHECK_ALL_BELOW = 1 << 15  # open pairs left that are checked at once
 _SIGMAS = 3  # how far below the threshold a signature estimate may be and still get checked
 _BATCH_TOKENS = 4_000_000  # tokens hashed per batch: bounds the temporary arrays (~200 MB)
+TEXT_KEYS = ("text_key_1", "text_key_2")
+_TEXT_SEEDS = (0x5EED1, 0x5EED2)
+
+
+def text_keys(texts: pl.Series) -> pl.DataFrame:
+    """A 128-bit key of each text: two 64-bit hashes with independent seeds (columns ``text_key_1``,
+    ``text_key_2``). Two different texts share a key with odds of about n^2 / 2^129 for n texts."""
+    return pl.DataFrame({TEXT_KEYS[0]: texts.hash(seed=_TEXT_SEEDS[0]), TEXT_KEYS[1]: texts.hash(seed=_TEXT_SEEDS[1])})
+
+
+def exact_copies(texts: pl.Series) -> np.ndarray:
+    """For each text, the index of the first text (in order) with the same 128-bit key: itself when
+    it is the first."""
+    keyed = text_keys(texts).with_row_index(_ROW)
+    return keyed.select(pl.col(_ROW).first().over(TEXT_KEYS)).to_series().to_numpy().astype(np.int64)
+
+
+def without_blank_groups(representative: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """``representative`` with the copies of the ``blank`` representatives (no shingle) made their own
+    representatives: documents without shingles are never duplicates."""
+    is_blank = np.zeros(len(representative), dtype=bool)
+    is_blank[blank] = True
+    ungrouped = is_blank[representative]
+    return np.where(ungrouped, np.arange(len(representative)), representative)
 
 
 def densify_routes(num_perm: int, attempt: int, seed: int) -> np.ndarray:
@@ -273,11 +304,21 @@ class Clusters:
 
     cluster: np.ndarray  # index of the lowest member of each document's cluster
     survivor: np.ndarray  # index of the kept member of each document's cluster
+    representative: np.ndarray  # index of the first document with the same prepared text (exact copies)
     estimated: np.ndarray  # signature similarity of each document to its survivor
     exact: np.ndarray | None  # exact Jaccard similarity to the survivor (when verified)
     candidates: int  # pairs sharing an LSH band
     verified: int  # pairs whose exact Jaccard was computed
-    edges: int  # pairs found at or above the threshold
+    edges: int  # pairs of representatives found at or above the threshold
+
+    def exact_duplicates(self) -> int:
+        """Documents collapsed into an earlier exact copy before signatures."""
+        return int(np.count_nonzero(self.representative != np.arange(len(self.representative))))
+
+    def reasons(self, index: np.ndarray) -> pl.Series:
+        """The reject reason of removed documents: ``exact_duplicate`` when the text equals the survivor's."""
+        same = self.representative[index] == self.representative[self.survivor[index]]
+        return pl.Series(np.where(same, "exact_duplicate", "near_duplicate"), dtype=pl.String)
 
 
 @dataclass(frozen=True)
@@ -286,8 +327,10 @@ class MinHashDedup(Operator):
 
     ``threshold`` is the Jaccard similarity at which two documents are duplicates; ``bands`` x
     ``rows`` (both, with product <= ``num_perm``) override the LSH banding chosen for it.
-    ``window`` bounds the pairs formed inside one LSH bucket (each member is compared with the
-    next ``window`` members in id order).
+    ``window`` bounds the pairs formed inside one LSH bucket (each representative is compared with
+    the next ``window`` representatives in id order; exact copies are collapsed before LSH and are
+    never paired). Metrics: ``candidate_pairs``, ``verified_pairs`` and ``duplicate_pairs`` count
+    pairs of representatives, ``exact_duplicates`` the documents collapsed into an earlier exact copy.
     """
 
     column: str = "text"
@@ -303,7 +346,7 @@ class MinHashDedup(Operator):
     seed: int = 1
     window: int = 32
     kind = Kind.GLOBAL
-    version = "1"
+    version = "2"
 
     def label(self) -> str:
         return "minhash_dedup"
@@ -369,6 +412,7 @@ class MinHashDedup(Operator):
         ctx.count("candidate_pairs", clusters.candidates)
         ctx.count("verified_pairs", clusters.verified)
         ctx.count("duplicate_pairs", clusters.edges)
+        ctx.count("exact_duplicates", clusters.exact_duplicates())
         ctx.count("clusters_with_duplicates", int(np.unique(clusters.cluster[removed]).size))
         ctx.progress(table.height)
         return Result(marked.filter(pl.Series(~removed)).sort(_ROW).drop(_ROW), rejects)
@@ -386,34 +430,45 @@ class MinHashDedup(Operator):
         if clusters.exact is not None:
             detail["jaccard"] = np.round(clusters.exact[index], 4)
         as_json = pl.DataFrame(detail).select(pl.struct(pl.all()).struct.json_encode()).to_series()
-        return pl.DataFrame({"id": ids.gather(index), "reason": pl.repeat("near_duplicate", len(index), eager=True),
+        return pl.DataFrame({"id": ids.gather(index), "reason": clusters.reasons(index),
                              "score": clusters.estimated[index].astype(np.float64), "detail": as_json})
 
     def find(self, texts: pl.Series, lengths: np.ndarray, scores: np.ndarray | None = None) -> Clusters:
         """Cluster texts prepared by ``prepared_texts`` (in id order); ``lengths`` and ``scores``
         serve the ``keep`` rule. The engine-independent core, also used by the benchmark."""
-        shingles, counts = self._shingle_all(texts)
+        representative = exact_copies(texts)
+        reps = np.flatnonzero(representative == np.arange(len(texts)))
+        shingles, counts = self._shingle_all(texts.gather(reps))
+        representative = without_blank_groups(representative, reps[counts == 0])
         sig = self._signatures(shingles, counts)
-        bands, rows = self.banding()
-        candidates = candidate_pairs(sig, counts > 0, bands, rows, self.window)
-        if self.verify:
-            involved = np.flatnonzero(np.bincount(candidates.ravel(), minlength=len(counts)))
-            sets = ShingleSets(shingles, counts, involved)
-            edges, checked = self._verified_edges(*self._worth_verifying(candidates, sig, sets), sets, len(texts))
-        else:
-            sets, checked = None, 0
-            edges = candidates[estimated_similarity(sig, candidates) >= self.threshold - 1e-9]
+        near, candidates, checked, sets = self._near_edges(shingles, counts, sig)
+        copies = np.flatnonzero(representative != np.arange(len(texts)))
+        edges = np.concatenate((reps[near], np.stack((representative[copies], copies), axis=1)))
         cluster = components(edges, len(texts))
         survivor = choose_survivors(cluster, self.keep, lengths, scores)
         estimated = np.ones(len(texts))
         exact = np.ones(len(texts)) if sets is not None else None
-        moved = np.flatnonzero(survivor != np.arange(len(texts)))
+        moved = np.flatnonzero(representative != representative[survivor])  # removed, and not an exact copy
         if len(moved):
-            to_survivor = np.stack((moved, survivor[moved]), axis=1)
+            as_rep = np.searchsorted(reps, representative)  # each document's representative among reps
+            to_survivor = np.stack((as_rep[moved], as_rep[survivor[moved]]), axis=1)
             estimated[moved] = estimated_similarity(sig, to_survivor)
             if exact is not None:
                 exact[moved] = sets.jaccard(to_survivor)
-        return Clusters(cluster, survivor, estimated, exact, len(candidates), checked, len(edges))
+        return Clusters(cluster, survivor, representative, estimated, exact, len(candidates), checked, len(near))
+
+    def _near_edges(self, shingles: np.ndarray, counts: np.ndarray,
+                    sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, ShingleSets | None]:
+        """Near-duplicate edges among documents given by their shingles and signatures; the candidate
+        pairs, how many were verified and (when verifying) the shingle sets of those in candidates."""
+        bands, rows = self.banding()
+        candidates = candidate_pairs(sig, counts > 0, bands, rows, self.window)
+        if not self.verify:
+            return candidates[estimated_similarity(sig, candidates) >= self.threshold - 1e-9], candidates, 0, None
+        involved = np.flatnonzero(np.bincount(candidates.ravel(), minlength=len(counts)))
+        sets = ShingleSets(shingles, counts, involved)
+        edges, checked = self._verified_edges(*self._worth_verifying(candidates, sig, sets), sets, len(counts))
+        return edges, candidates, checked, sets
 
     def _worth_verifying(self, pairs: np.ndarray, sig: np.ndarray,
                          sets: ShingleSets) -> tuple[np.ndarray, np.ndarray]:
@@ -457,14 +512,15 @@ class MinHashDedup(Operator):
         """Shingle hashes of all texts, computed in batches on all cores."""
         sizes = texts.fill_null("").str.len_bytes().to_numpy()
         average = max(float(sizes.mean()) / (6 if self.shingle == "word" else 1), 1.0) if len(sizes) else 1.0
-        step = max(int(_BATCH_TOKENS / average), 1)
+        cores = os.cpu_count() or 1
+        step = max(min(int(_BATCH_TOKENS / average), -(-len(texts) // cores)), 1)  # a batch per core at least
         bounds = [(b, min(b + step, len(texts))) for b in range(0, len(texts), step)]
 
         def batch(bound: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
             tokens, lengths = token_hashes(texts.slice(bound[0], bound[1] - bound[0]), self.shingle, self.seed)
             return ngram_hashes(tokens, lengths, self.ngram, short_as_whole=True)[:2]
 
-        with ThreadPoolExecutor(max_workers=min(len(bounds), os.cpu_count() or 1) or 1) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(bounds), cores) or 1) as pool:
             parts = list(pool.map(batch, bounds))
         if not parts:
             return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)

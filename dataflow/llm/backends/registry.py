@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from dataflow.filehash import file_digest
-
 from dataflow.llm.spec import EXAMPLES, ModelSpec, SpecError, parse_spec
 from dataflow.llm.types import Request, Response
 
@@ -41,7 +40,7 @@ class BackendType:
     options: frozenset[str] | None = None  # the options it takes; None: any
     read_target: Callable[[ModelSpec], ModelSpec] = lambda spec: spec  # checks and normalizes the target
     problems: Callable[[ModelSpec], list[str]] = lambda spec: []  # what stops it, found without loading
-    model_dir: Callable[[ModelSpec], Path] | None = None  # the model's directory, where it has one
+    model_dir: Callable[[ModelSpec], Path | None] | None = None  # its tokenizer's directory, where it has one
 
 
 _types: dict[str, BackendType] = {}
@@ -51,7 +50,7 @@ def register_backend(scheme: str, open: Callable[[ModelSpec], Backend], identity
                      options: frozenset[str] | None = None,
                      read_target: Callable[[ModelSpec], ModelSpec] = lambda spec: spec,
                      problems: Callable[[ModelSpec], list[str]] = lambda spec: [],
-                 model_dir: Callable[[ModelSpec], Path] | None = None) -> None:
+                 model_dir: Callable[[ModelSpec], Path | None] | None = None) -> None:
     """Make ``scheme:...`` specs run on ``open(spec)``; ``identity(spec)`` names the model."""
     _types[scheme] = BackendType(scheme, open, identity, options, read_target, problems, model_dir)
     resolve_spec.cache_clear()
@@ -104,16 +103,17 @@ def open_backend(model: str | ModelSpec) -> Backend:
 def pre_query_text(model: str, system: str | None = None) -> str | None:
     """What the model's chat template writes before a user's message (after ``system`` as the
     system turn, else its default one), from its tokenizer alone; None for a backend without a
-    model directory (a server)."""
+    tokenizer directory (a server)."""
     spec = as_spec(model)
     directory = backend_type(spec).model_dir
-    if directory is None:
+    path = directory(spec) if directory else None
+    if path is None:
         return None
     from transformers import AutoTokenizer
 
     marker = "<<QUERY>>"
     turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": marker}]
-    text = AutoTokenizer.from_pretrained(directory(spec)).apply_chat_template(turns, tokenize=False)
+    text = AutoTokenizer.from_pretrained(path).apply_chat_template(turns, tokenize=False)
     return text[:text.index(marker)]
 
 

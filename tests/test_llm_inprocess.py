@@ -1,4 +1,5 @@
-"""The transformers backend on the real packaged default model (SmolLM2-135M-Instruct).
+"""The in-process backends on the real packaged default model (SmolLM2-135M-Instruct): transformers
+(``local``) and llama.cpp (``llamacpp``, the same GGUF as shipped), each through the same tests.
 
 The first run converts the packaged GGUF once into the user cache (~30 s); later runs load the
 converted directory. Prompts are few and short, and max_tokens small, to keep this fast.
@@ -6,15 +7,17 @@ converted directory. Prompts are few and short, and max_tokens small, to keep th
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dataflow import Pipeline
 from dataflow.errors import DataflowError
+from dataflow.llm import open_backend, spec_problems
 from dataflow.llm.cache import RequestCache
 from dataflow.llm.client import LLMClient, unload_backends
-from dataflow.llm import open_backend, spec_problems
 from dataflow.llm.types import Request, Sampling
-from dataflow.operators import Generate
+from dataflow.operators import BestOfK, Generate
 
 pytest.importorskip("transformers")
 if spec_problems("local"):
@@ -35,9 +38,9 @@ def _private_cache(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="module")
-def backend():
-    return open_backend("local?batch_size=2")
+@pytest.fixture(scope="module", params=["local?batch_size=2", "llamacpp?batch_size=2"])
+def backend(request):
+    return open_backend(request.param)
 
 
 def texts(responses) -> list[list[str]]:
@@ -48,7 +51,7 @@ def test_batched_greedy_output_equals_one_prompt_at_a_time(backend):
     batched = backend.generate([ask(q, temperature=0.0) for q in QUESTIONS])  # 5 prompts through 2 slots
     alone = [backend.generate([ask(q, temperature=0.0)])[0] for q in QUESTIONS[:2]]
     assert texts(batched)[:2] == texts(alone)
-    assert "Paris" in batched[0].completions[0].text
+    assert "Red" in batched[1].completions[0].text
     assert all(r.tokens_in > 20 and 0 < r.completions[0].tokens_out <= 8 for r in batched)
     assert {r.completions[0].finish_reason for r in batched} <= {"stop", "length"}
 
@@ -192,3 +195,41 @@ def test_judges_on_the_default_model_give_valid_weighted_scores_and_probabilitie
     assert all(0 <= v <= 1 for v in verdicts["verdict_p_a"])
     for node in ("point", "pair"):
         assert "judge_invalid_replies" not in next(s.metrics for s in report.stats if s.name == node)
+
+
+def test_llamacpp_generates_in_a_pipeline_and_is_another_model_than_local(builder, tmp_path, monkeypatch):
+    from dataflow.llm import model_identity
+
+    monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "cache.sqlite"))
+
+    def run():
+        unload_backends()
+        p = Pipeline("t")
+        rows = p.from_rows([{"q": q} for q in QUESTIONS], name="rows")
+        p.output("out", rows.apply(BestOfK("{q}", model="llamacpp?batch_size=4", max_tokens=8, k=2, seed=3),
+                                   name="gen"))
+        return next(s.metrics for s in builder.build(p, rebuild=("gen",)).stats if s.name == "gen")
+
+    first = run()
+    assert first["llm_calls"] == 5 and first["tokens_out"] > 0
+    out = builder.output("out")
+    assert out.height == 10 and out["response"].str.len_chars().min() > 0  # k candidates a row
+    assert run()["cache_hits"] == 5  # a rebuild asks nothing
+    assert model_identity("llamacpp") != model_identity("local")  # its cached answers are its own
+    assert model_identity("llamacpp").startswith("llama.cpp-")
+
+
+def test_llamacpp_refuses_a_request_longer_than_a_sequence_context_before_generating():
+    backend = open_backend("llamacpp?batch_size=2&context=256")
+    with pytest.raises(DataflowError, match=r"node 'gen': row id=row-7 needs \d+ tokens .*llamacpp\?context=512"):
+        backend.prepare("gen", [ask("word " * 150, max_tokens=128)], ["row-7"])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("llamacpp:/tmp/model.bin", "give a GGUF file"),
+    ("llamacpp:/nowhere/model.gguf", "no GGUF file at /nowhere/model.gguf"),
+    ("llamacpp?threads=2&beams=4", r"unknown option\(s\) \['beams'\]"),
+])
+def test_llamacpp_spec_errors_say_what_to_write(spec, message):
+    assert any(re.search(message, problem) for problem in spec_problems(spec)), spec_problems(spec)
+
