@@ -43,24 +43,6 @@ def encode(tokenizer, request: Request) -> list[int]:
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def check_requests(node: str, requests: list[Request], labels: list[str], prompt_tokens: Callable[[Request], int],
-                   grammars: Grammars, context_length: int) -> None:
-    """Fail before the first batch if a JSON schema does not compile or a prompt does not fit the context."""
-    for schema in {r.sampling.json_schema for r in requests} - {None}:
-        try:
-            grammars.grammar(schema)
-        except DataflowError as exc:
-            raise DataflowError(f"node '{node}': {exc}. Fix the schema (a JSON schema, draft 2020-12).") from None
-    too_long = [(label, n) for label, r in zip(labels, requests) if (n := prompt_tokens(r)) >= context_length]
-    if too_long:
-        label, n = too_long[0]
-        raise DataflowError(
-            f"node '{node}': {len(too_long)} prompt(s) are longer than the model context "
-            f"({context_length} tokens), e.g. row id={label} has {n} prompt tokens. Shorten or filter "
-            f"those rows before this step (e.g. node.filter(pl.col(...).str.len_chars() < ...)), "
-            f"or use a model with a longer context.")
-
-
 @dataclass
 class Sequence:
     """One sample being generated."""
@@ -97,6 +79,22 @@ class Sampler:
         self.context_length, self.device = context_length, device
         self.grammars = Grammars(tokenizer, vocab_size)
         self._texts: dict[int, str] = {}
+
+    def check(self, node: str, requests: list[Request], labels: list[str], prompt_lengths: list[int]) -> None:
+        """Fail before the first batch if a JSON schema does not compile or a prompt does not fit the context."""
+        for schema in {r.sampling.json_schema for r in requests} - {None}:
+            try:
+                self.grammars.grammar(schema)
+            except DataflowError as exc:
+                raise DataflowError(f"node '{node}': {exc}. Fix the schema (a JSON schema, draft 2020-12).") from None
+        too_long = [(label, n) for label, n in zip(labels, prompt_lengths) if n >= self.context_length]
+        if too_long:
+            label, n = too_long[0]
+            raise DataflowError(
+                f"node '{node}': {len(too_long)} prompt(s) are longer than the model context "
+                f"({self.context_length} tokens), e.g. row id={label} has {n} prompt tokens. Shorten or filter "
+                f"those rows before this step (e.g. node.filter(pl.col(...).str.len_chars() < ...)), "
+                f"or use a model with a longer context.")
 
     def max_new(self, sampling: Sampling, prompt_length: int) -> int:
         """The most tokens a sample may generate: ``max_tokens``, within the model context."""

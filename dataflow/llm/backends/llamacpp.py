@@ -26,7 +26,7 @@ import numpy as np
 
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
-from dataflow.llm.backends.decoding import Report, Sampler, check_requests, decode, default_threads, encode
+from dataflow.llm.backends.decoding import Report, Sampler, decode, default_threads, encode
 from dataflow.llm.backends.registry import register_backend, with_identity_options
 from dataflow.llm.spec import ModelSpec, SpecError
 from dataflow.llm.types import Request, Response
@@ -71,14 +71,12 @@ class LlamaCppBackend:
     def prepare(self, node: str, requests: list[Request], labels: list[str]) -> None:
         """Fail before the first batch if a schema does not compile, a prompt does not fit the model
         context, or a request's prompt and output do not fit the KV cells of one sequence (``context``)."""
-        prompts = [self.encode(r) for r in requests]
-        lengths = {id(r): len(p) for r, p in zip(requests, prompts)}
-        check_requests(node, requests, labels, lambda r: lengths[id(r)], self.sampler.grammars,
-                       self.sampler.context_length)
-        for label, r, prompt in zip(labels, requests, prompts):
-            need = len(prompt) + self.sampler.max_new(r.sampling, len(prompt))
+        lengths = [len(self.encode(r)) for r in requests]
+        self.sampler.check(node, requests, labels, lengths)
+        for label, r, length in zip(labels, requests, lengths):
+            need = length + self.sampler.max_new(r.sampling, length)
             if need > self.context:
-                raise DataflowError(f"node '{node}': row id={label} needs {need} tokens of context ({len(prompt)} "
+                raise DataflowError(f"node '{node}': row id={label} needs {need} tokens of context ({length} "
                                     f"prompt tokens and up to {r.sampling.max_tokens} new ones), more than the "
                                     f"{self.context} each llama.cpp sequence has; raise it (e.g. "
                                     f"llamacpp?context={1 << need.bit_length()}) or lower max_tokens")

@@ -11,15 +11,9 @@ from pathlib import Path
 
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
-from dataflow.llm.backends.decoding import Report, Sampler, check_requests, decode, default_threads, encode
-from dataflow.llm.backends.registry import (
-    model_dir_identity,
-    model_dir_problems,
-    no_target,
-    path_target,
-    register_backend,
-    with_identity_options,
-)
+from dataflow.llm.backends.decoding import Report, Sampler, decode, default_threads, encode
+from dataflow.llm.backends.registry import (model_dir_identity, model_dir_problems, no_target, path_target,
+                                            register_backend, with_identity_options)
 from dataflow.llm.spec import ModelSpec
 from dataflow.llm.types import Request, Response
 
@@ -59,8 +53,7 @@ class TransformersBackend:
     def prepare(self, node: str, requests: list[Request], labels: list[str]) -> None:
         """Fail before the first batch if a JSON schema does not compile or a prompt does not fit
         the model context."""
-        check_requests(node, requests, labels, lambda r: len(self.encode(r)), self.sampler.grammars,
-                       self.sampler.context_length)
+        self.sampler.check(node, requests, labels, [len(self.encode(r)) for r in requests])
 
     def generate(self, requests: list[Request], finished: Report | None = None) -> list[Response]:
         """Responses in request order; ``finished(i, response)`` as soon as request i is done."""
