@@ -15,18 +15,20 @@ side runs first; with --repeats > 1 the table shows medians.
 
 Self-Instruct, --calls model calls each. dataflow: ``SelfInstruct(instances=False)`` in a Pipeline
 built into a temp dir with a fresh request cache ($DATAFLOW_LLM_CACHE), ``prompts_per_round`` x
-``max_rounds`` = calls (8 prompts a round where calls allow), ``per_prompt=8``, ``target`` and
+``max_rounds`` = calls (8 prompts a round where calls allow), its default ``per_prompt``, ``target`` and
 ``min_new`` out of the way so every round runs, ``max_attempts=--attempts`` (default 1, so no retry
 spends calls beyond the budget; the operator's default is 3); its calls are the node's ``llm_calls``
 metric in the build records. distilabel: ``distilabel.steps.tasks.SelfInstruct`` (default template
-and criteria, ``num_instructions=8``) on ``distilabel.models.TransformersLLM``, used standalone as its
+and criteria, ``num_instructions`` = dataflow's ``per_prompt``) on ``distilabel.models.TransformersLLM``,
+used standalone as its
 docstring shows (``load()``, ``next(process(inputs))``); call k's ``input`` is the six seed tasks
 that dataflow's prompt k showed (the same seeded sample), one per line. Its calls are counted in a
 subclass of TransformersLLM (inputs x num_generations per ``generate``).
 
 Evol-Instruct, --calls model calls each, --generations G. dataflow's ``EvolInstruct`` makes up to 3
 calls per lineage and generation (rewrite, information-gain check, response; a rejected rewrite
-skips the other two), so it gets calls // (3 G) seeds; distilabel's ``EvolInstruct``
+skips the other two, a rewrite judged equal to its parent the response), so it gets calls // (3 G)
+seeds; distilabel's ``EvolInstruct``
 (``num_evolutions=G``, ``store_evolutions=True``, ``generate_answers=True``, default mutation
 templates) makes 2 (rewrite, answer) and gets calls // (2 G) seeds. Both take the first seeds of
 pipelines/data/seed_tasks.jsonl, so distilabel's are a superset of ours.
@@ -84,7 +86,8 @@ from dataflow.operators.generation.self_instruct import SelfInstruct as Dataflow
 
 SEEDS = HERE.parent / "pipelines" / "data" / "seed_tasks.jsonl"
 THRESHOLD, NGRAM, NUM_PERM = 0.8, 3, 128
-SEED_EXAMPLES, PER_PROMPT = 6, 8  # dataflow's SelfInstruct defaults, shown to both sides
+# tasks shown and asked per prompt: dataflow's SelfInstruct defaults, both sides
+SEED_EXAMPLES, PER_PROMPT = DataflowSelfInstruct().seed_examples, DataflowSelfInstruct().per_prompt
 SI_SAMPLING = {"temperature": DataflowSelfInstruct().temperature, "top_p": DataflowSelfInstruct().top_p,
                "max_new_tokens": DataflowSelfInstruct().max_tokens}  # dataflow's defaults, given to both sides
 EVOL_SAMPLING = {"temperature": DataflowEvolInstruct().temperature, "top_p": DataflowEvolInstruct().top_p,
@@ -336,6 +339,21 @@ def checked(task: str, r: dict) -> str:
     return f"{r['checked']:.0f}"
 
 
+def verdicts(task: str, ours: dict, peer: dict) -> list[str]:
+    """Issue 13's target on what each side outputs, then on what passes the same checks on both sides
+    (Self-Instruct's filters and novelty; for Evol-Instruct, neither copying the prompt nor equal to the parent)."""
+    def per_100(row: dict, count: float) -> float:
+        return 100 * count / row["calls"] if row["calls"] else 0.0
+
+    passing = {"self_instruct": lambda r: r["checked"], "evol_instruct": lambda r: r["distinct"] - r["checked"]}[task]
+    ours_checked, peer_checked = per_100(ours, passing(ours)), per_100(peer, passing(peer))
+    return [f"- target (issue 13: more distinct instructions per call, no pair >= 0.8): distinct / 100 calls of what "
+            f"each side outputs {ours['per_100']:.1f} vs {peer['per_100']:.1f}, "
+            f"{'met' if ours['per_100'] > peer['per_100'] else 'MISSED'}; of those passing the same checks on both "
+            f"sides {ours_checked:.1f} vs {peer_checked:.1f}, {'met' if ours_checked > peer_checked else 'MISSED'}; "
+            f"pairs >= 0.8 {ours['pairs']} vs {peer['pairs']}, {'met' if ours['pairs'] == 0 else 'MISSED'}"]
+
+
 def quiet() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("distilabel").setLevel(logging.ERROR)
@@ -411,11 +429,13 @@ def main() -> None:
     titles = {"self_instruct": "Self-Instruct", "evol_instruct": "Evol-Instruct"}
     notes = {
         "self_instruct": (
-            f"dataflow: `SelfInstruct(instances=False)`, {si_round} prompts x {si_rounds} rounds, 8 tasks asked per "
-            f"prompt (6 seed tasks shown, plus 2 kept tasks from round 2 on), JSON-schema decoding, the paper's "
+            f"dataflow: `SelfInstruct(instances=False)`, {si_round} prompts x {si_rounds} rounds, {PER_PROMPT} tasks "
+            f"asked per prompt ({SEED_EXAMPLES} seed tasks shown, plus 2 kept tasks from round 2 on), JSON-schema "
+            f"decoding, the paper's "
             f"filters and ROUGE-L <= 0.7 novelty against seeds and kept tasks, max_attempts={args.attempts}. "
-            f"distilabel: `SelfInstruct(num_instructions=8)` with its default template; each call's context is the "
-            f"6 seed tasks dataflow's matching prompt showed; its output is every non-empty line of the reply, "
+            f"distilabel: `SelfInstruct(num_instructions={PER_PROMPT})` with its default template; each call's context "
+            f"is the {SEED_EXAMPLES} seed tasks dataflow's matching prompt showed; its output is every non-empty "
+            f"line of the reply, "
             f"unfiltered. Both: temperature {SI_SAMPLING['temperature']}, top_p {SI_SAMPLING['top_p']}, "
             f"{SI_SAMPLING['max_new_tokens']} new tokens. `pass SI filters + novelty` runs dataflow's "
             f"filters after the fact on both sides' distinct instructions, in output order: 4 to 150 words, no "
@@ -423,7 +443,8 @@ def main() -> None:
             f"(dataflow's own output passes by construction)."),
         "evol_instruct": (
             f"dataflow: `EvolInstruct(generations={args.generations})`, up to 3 calls per lineage and generation "
-            f"(rewrite, information-gain check, response), so {args.calls // (3 * args.generations)} seeds for "
+            f"(rewrite, information-gain check, response; the response only for a rewrite the check passes), so "
+            f"{args.calls // (3 * args.generations)} seeds for "
             f"{args.calls} calls; kept = evolutions that pass WizardLM's elimination rules. distilabel: "
             f"`EvolInstruct(num_evolutions={args.generations}, store_evolutions=True, generate_answers=True)`, "
             f"2 calls per lineage and generation (rewrite, answer), so {args.calls // (2 * args.generations)} seeds; "
@@ -437,12 +458,7 @@ def main() -> None:
         lines += [f"**{titles[task]}**", "", *table(task, rows), "", notes[task], ""]
         for side, row in rows.items():
             lines.append(f"- {side} examples (first repeat): " + " / ".join(f"`{t[:90]}`" for t in row["examples"]))
-        ours, peer = rows["dataflow"], rows["distilabel"]
-        more = ours["per_100"] > peer["per_100"]
-        lines.append(f"- target (issue 13: more distinct instructions per call, no pair >= 0.8): distinct / 100 calls "
-                     f"{ours['per_100']:.1f} vs {peer['per_100']:.1f}, {'met' if more else 'MISSED'}; pairs >= 0.8 "
-                     f"{ours['pairs']} vs {peer['pairs']}, {'met' if ours['pairs'] == 0 else 'MISSED'}")
-        lines.append("")
+        lines += [*verdicts(task, rows["dataflow"], rows["distilabel"]), ""]
     lines += [
         ("Metrics: distinct = after exact dedup of normalized text (NFKC, lower case, word characters); exact-dup "
         "share = 1 - distinct / kept; near-dup share = share of the distinct instructions that dataflow's "

@@ -116,6 +116,19 @@ def test_the_rule_catches_imports_across_families_and_up_into_the_engine(tmp_pat
     assert sorted(b.split(":")[0] for b in broken) == sorted(list(cases)[:6])
 
 
+def test_the_operators_package_names_what_each_family_exports():
+    import importlib
+
+    from dataflow import operators
+
+    assert set(operators.FAMILIES) == {"core", *FAMILIES}
+    for family, names in operators.FAMILIES.items():
+        assert tuple(importlib.import_module(f"dataflow.operators.{family}").__all__) == names, family
+    assert operators.MinHashDedup is importlib.import_module("dataflow.operators.curation").MinHashDedup
+    with pytest.raises(AttributeError, match="no attribute 'MinhashDedup'"):
+        operators.MinhashDedup  # noqa: B018
+
+
 def test_every_package_folder_is_installed():
     tomllib = pytest.importorskip("tomllib")
 

@@ -127,11 +127,13 @@ p.output("result", kept.dedup("text", name="deduped"))
 '''
 
 
-def test_a_build_without_models_imports_no_model_ray_or_duckdb_library(tmp_path):
+def test_a_build_without_models_imports_no_model_ray_or_duckdb_library_nor_the_llm_layer(tmp_path):
     (tmp_path / "rows.jsonl").write_text('{"text": "a", "n": 1}\n{"text": "b", "n": 2}\n{"text": "b", "n": 3}\n')
     (tmp_path / "light.py").write_text(LIGHT_PIPELINE)
     script = ("import sys; from dataflow.cli import main; code = main(['build', 'light.py', '--out', 'out']); "
-              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))); sys.exit(code)")
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})) "
+              "+ sorted(m for m in sys.modules if m.startswith(('dataflow.llm', 'dataflow.operators.generation')))); "
+              "sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "built 4 of 4 node(s)" in result.stdout

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import random
 
+import orjson
 import polars as pl
 import pytest
 
@@ -71,3 +75,82 @@ def test_nan_and_infinity_written_by_python_are_read(builder, tmp_path, small_ch
     assert out["text"].to_list() == [r["text"] for r in rows]
     assert out["score"].is_nan().to_list() == [i == 3 for i in range(1, 20)]
     assert out["score"][6] == float("inf")
+
+
+GOOD = [b'{"a": "x%d", "b": %d}', b'{"a": "y%d", "b": %d.5, "big": 9223372036854775807}', b'{"b": %d, "a": "%d"}',
+        b'{"a": "1234567890123456789%d", "c": [%d]}', b'{"a":"z%d","b":-%d,"big":-9223372036854775808}']
+NESTED = [b'{"a": "n%d", "d": {"x": %d}}', b'{"a": "m%d", "d": {"x": %d, "x": 7}}']
+BAD = [b'{"a": ', b'[1, 2]', b'"text"', b'1,2', b'{"a": "x"} {"a": "y"}', b'{"a": "\xff"}', b'{"a": "x", "b": NaN}',
+       b'{"a": "x", "b": Infinity}', b'{"a": "x", "big": 12345678901234567890}', b'{"a": "\\ud800"}',
+       b'{"a": "x", "a": "y", "b": 1}', b'{"a": 5}', b'{"a": true}', b'', b'   ', b'\t']
+
+
+def reference(data: bytes, where: str, node: str, on_error: str):
+    """The module's rules applied line by line, simply: (frame, rejects), or the error's message."""
+    data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data.removeprefix(b"\xef\xbb\xbf")
+    good, rejects = [], []
+    for number, raw in enumerate(io.BytesIO(data), 1):
+        if not raw.strip():
+            continue
+        problem = None
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            problem = ("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line")
+        except json.JSONDecodeError as exc:
+            problem = ("malformed_json", f"{exc.msg} at column {exc.colno}")
+        if problem is None and not isinstance(value, dict):
+            problem = ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+        if problem is None:
+            too_long = [k for k, v in value.items() if type(v) is int and not -2**63 <= v < 2**63]
+            if too_long:
+                problem = ("integer_too_large", f"field '{too_long[0]}' holds an integer past 64 bits; "
+                           f"write it as a string (or a float) in the file")
+            try:
+                orjson.dumps(value)
+            except TypeError as exc:
+                problem = problem or ("invalid_unicode", f"a string that is not valid Unicode ({exc})")
+        if problem is None:
+            good.append((number, value))
+        elif on_error == "raise":
+            return f"{where} line {number}: {problem[1]} ({problem[0]}); {jsonl.BAD_LINE_HINT}"
+        else:
+            rejects.append({"id": f"{node}-{number}", "reason": problem[0], "detail": problem[1]})
+    kinds = [jsonl.json_kind(v["a"]) for _, v in good if v.get("a") is not None]  # only field 'a' mixes kinds
+    usual = max(set(kinds), key=kinds.count) if len(set(kinds)) > 1 else None
+    odd = [(n, jsonl.json_kind(v["a"])) for n, v in good if usual and v.get("a") is not None
+           and jsonl.json_kind(v["a"]) != usual]
+    for number, kind in odd:
+        detail = f"field 'a' is a {kind} here but a {usual} in most lines"
+        if on_error == "raise":
+            return f"{where} line {number}: {detail}; {jsonl.BAD_LINE_HINT}"
+        rejects.append({"id": f"{node}-{number}", "reason": "type_mismatch", "detail": detail})
+    kept = [(n, v) for n, v in good if n not in dict(odd)]
+    frame = pl.DataFrame([v for _, v in kept], infer_schema_length=None)
+    return frame.with_columns(pl.Series(jsonl.NUMBER, [n for n, _ in kept], dtype=pl.Int64)), rejects
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reader_matches_the_rules_read_line_by_line(tmp_path, monkeypatch, seed):
+    rng = random.Random(seed)
+    monkeypatch.setattr(jsonl, "CHUNK_BYTES", rng.choice([64, 200, 1000, 1 << 20]))
+    shapes = GOOD + (NESTED if seed % 2 else [])
+    bad_share = rng.choice([0.0, 0.05, 0.3])
+    bad = rng.choice([BAD, BAD[-5:-3]])  # every kind of bad line, or only kind mismatches
+    lines = [rng.choice(bad) if rng.random() < bad_share else rng.choice(shapes) % (i, i) for i in range(300)]
+    data = b"\n".join(lines) + (b"\n" if seed % 3 else b"")
+    data = (b"\xef\xbb\xbf" if seed % 5 == 1 else b"") + data
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(gzip.compress(data) if seed % 4 == 3 else data)
+    for on_error in ("raise", "reject"):
+        expected = reference(path.read_bytes(), "f", "s", on_error)
+        try:
+            frame, rejects = jsonl.read_jsonl(path, "f", on_error, "s", tmp_path)
+            frame = frame.collect()
+        except DataflowError as exc:
+            assert str(exc) == expected
+            continue
+        assert not isinstance(expected, str), f"expected the error {expected}"
+        assert rejects == expected[1]
+        assert sorted(frame.columns) == sorted(expected[0].columns)  # in an order the rules leave open
+        assert frame.select(expected[0].columns).equals(expected[0])

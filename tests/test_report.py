@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import vl_convert
@@ -26,7 +28,10 @@ from dataflow import DataflowError, Pipeline, row_op
 from dataflow.build import build
 from dataflow.operators import PreferencePairs, PyramidSample, ToConversation
 from dataflow.progress import Progress
+from dataflow.records import read_manifest
+from dataflow.reports import distributions, examples
 from dataflow.reports import html as report
+from dataflow.reports.stored import StoredBuild
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: run `bash scripts/setup.sh` "
@@ -323,3 +328,103 @@ def test_a_directory_with_no_build_is_named_with_the_fix(tmp_path):
 def test_every_example_pipelines_report_opens_in_the_browser(browser, example_build, pipeline):
     out = example_build(pipeline, **EXAMPLES[pipeline])
     assert assert_renders(browser, out / "report.html") >= 1
+
+
+# -- distributions and samples, against a reading of their definition --------------------------------------------
+def histogram_by_hand(values: list[float | None], integer: bool) -> tuple | None:
+    """(bins, rows, missing, mean, median) of ``values`` as the report defines them, in plain Python."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    finite = sorted(v for v in present if math.isfinite(v))
+    if not finite:
+        return None
+    low, high = finite[0], finite[-1]
+    if (integer and high - low < distributions.BINS) or low == high:
+        start, width, count = low - 0.5, 1.0, int(high - low) + 1
+    else:
+        start, width, count = low, (high - low) / distributions.BINS, distributions.BINS
+    per_bin = [0] * count
+    for v in finite:
+        per_bin[min(max(math.floor((v - start) / width), 0), count - 1)] += 1
+    bins = [(start + i * width, start + (i + 1) * width, n) for i, n in enumerate(per_bin)]
+    n = len(finite)
+    return bins, n, len(values) - len(present), math.fsum(finite) / n, (finite[(n - 1) // 2] + finite[n // 2]) / 2
+
+
+def random_columns(seed: int) -> tuple[pl.DataFrame, set[str]]:
+    """Floats with NaN, nulls and infinities, integers of a small and a large range, heavy ties, a constant,
+    and columns with no value; an odd or even number of rows."""
+    rng = np.random.default_rng(seed)
+    n = [0, 1, 2, 7, 1000, 1001, 4000][seed % 7] + int(rng.integers(0, 2))
+
+    def holes(values: np.ndarray, *fills: float) -> list[float | None]:
+        out = [float(v) for v in values]
+        for i in rng.choice(n, size=min(n, n // 10), replace=False) if n else []:
+            out[i] = rng.choice([None, *fills])
+        return out
+
+    columns = {"floats": holes(rng.normal(size=n) * 10.0 ** rng.integers(-3, 6), math.nan, math.inf, -math.inf),
+               "small_ints": holes(rng.integers(-3, 20, n)), "large_ints": holes(rng.integers(-10**9, 10**9, n)),
+               "ties": holes(rng.choice([0.0, 1.0, 2.5], n), math.nan), "constant": [4.0] * n,
+               "skewed": holes(rng.exponential(size=n) ** 4), "empty": [None] * n, "nan": [math.nan] * n}
+    return pl.DataFrame(columns, schema={c: pl.Float64 for c in columns}), {"small_ints", "large_ints"}
+
+
+@pytest.mark.parametrize("fine_bins, most_held", [(4096, 65536), (4, 3), (2, 1)])
+@pytest.mark.parametrize("seed", range(14))
+def test_histograms_match_their_definition(seed, fine_bins, most_held, monkeypatch, tmp_path):
+    monkeypatch.setattr(distributions, "FINE_BINS", fine_bins)  # small: the median is binned again and again
+    monkeypatch.setattr(distributions, "MOST_HELD", most_held)
+    frame, integers = random_columns(seed)
+    found = {h.column: h for h in distributions.histograms(frame.lazy(), "node", {c: pl.col(c) for c in frame.columns},
+                                                           integers, tmp_path)}
+    for column in frame.columns:
+        expected = histogram_by_hand(frame[column].to_list(), column in integers)
+        if expected is None:
+            assert column not in found
+            continue
+        h = found[column]
+        bins, rows, missing, mean, median = expected
+        assert (h.bins, h.rows, h.missing) == (bins, rows, missing), column
+        assert h.mean == pytest.approx(mean, rel=1e-12, abs=1e-300), column
+        assert h.median == pytest.approx(median, rel=1e-15, abs=0), column
+        assert h.median == frame[column].filter(frame[column].is_finite()).median(), column
+
+
+def test_reject_and_output_samples_are_seeded_and_come_from_the_right_rows(tmp_path):
+    source = tmp_path / "rows.parquet"
+    pl.DataFrame({"id": [f"r{i}" for i in range(5000)], "n": pl.int_range(5000, eager=True) % 100,
+                  "text": [f"text {i}" for i in range(5000)]}).write_parquet(source, row_group_size=512)
+    p = Pipeline("samples")
+    kept = p.read_parquet(source, name="rows").filter(pl.col("n") >= 10, reason="small", name="big") \
+        .filter(pl.col("n") % 2 == 0, name="even")
+    p.output("kept", kept)
+    out = tmp_path / "out"
+    build(p, out, Progress(io.StringIO()))
+    stored = StoredBuild(read_manifest(out), out)
+    groups, left_out = examples.reject_groups(stored)
+    assert (groups, left_out) == examples.reject_groups(stored)
+    assert {(g.node, g.count) for g in groups} == {("big", 500), ("even", 2250)}
+    for g in groups:
+        assert len(g.examples) == examples.PER_REASON
+        rejected = set(stored.rejects(g.node).collect()["id"])
+        for e in g.examples:
+            i = int(e["id"][1:])
+            assert e["id"] in rejected and e["row"] == {"n": str(i % 100), "text": f"text {i}"}
+    samples = examples.output_samples(stored)
+    assert samples == examples.output_samples(stored)
+    output = pl.read_parquet(out / "kept" / "data.parquet")
+    shown = {(str(r["n"]), r["text"]) for r in output.iter_rows(named=True)}
+    assert len(samples["kept"]) == 3 and all((s["n"], s["text"]) in shown for s in samples["kept"])
+
+
+def test_samples_pick_every_row_as_often(tmp_path, monkeypatch):
+    path = tmp_path / "rows.parquet"
+    pl.DataFrame({"i": range(8)}).write_parquet(path, row_group_size=3)
+    picked = []
+    for seed in range(800):
+        monkeypatch.setattr(examples, "SEED", seed)
+        picked += examples.sampled(pl.scan_parquet(path), 3)["i"].to_list()
+    counts = [picked.count(i) for i in range(8)]
+    assert all(240 <= c <= 360 for c in counts), counts  # 300 expected each
+    assert examples.sampled(pl.scan_parquet(path), 20)["i"].to_list() == list(range(8))
+    assert examples.sampled(pl.scan_parquet(path).head(0), 3).height == 0

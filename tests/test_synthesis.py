@@ -83,6 +83,7 @@ class SynthBackend:
                "How can I bake sourdough bread at home?", "What is the capital of Peru?", "ok"]
     calls = 0
     raw_prompts: list[str] = []
+    asked: list[str] = []  # the last message of every chat request
 
     def __init__(self, spec):
         self.chunk_size = 64
@@ -98,6 +99,7 @@ class SynthBackend:
                 SynthBackend.raw_prompts.append(r.prompt)
                 texts = [self.QUERIES[(r.sampling.seed + k) % len(self.QUERIES)] for k in range(r.sampling.n)]
             else:
+                SynthBackend.asked.append(r.messages[-1][1])
                 texts = [reply(r.messages[-1][1])] * r.sampling.n
             out.append(Response([Completion(t, "stop", len(t.split())) for t in texts], 10))
         return out
@@ -110,7 +112,7 @@ MODEL = "synth:"
 @pytest.fixture(autouse=True)
 def _fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
-    SynthBackend.calls, SynthBackend.raw_prompts = 0, []
+    SynthBackend.calls, SynthBackend.raw_prompts, SynthBackend.asked = 0, [], []
     unload_backends()
     yield
     unload_backends()
@@ -218,6 +220,8 @@ def test_evol_instruct_lineage_and_the_four_elimination_rules(builder):
     assert reasons["src-2/g1"] == "copied_template" and reasons["src-3/g1"] == "no_information_gain"
     assert reasons["src-4/g1"] == "model_cannot_answer" and reasons["src-5/g1"] == "response_only_stop_words"
     assert reasons["src-2/g2"] == "copied_template"  # a failed generation evolves its parent again
+    assert "Keep it the same please. Give exactly three examples." not in SynthBackend.asked  # equal: not answered
+    assert "Do the impossible thing. Give exactly three examples." in SynthBackend.asked
 
 
 # -- magpie ------------------------------------------------------------------------------

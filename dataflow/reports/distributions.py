@@ -1,12 +1,15 @@
-"""Distributions the report draws, computed by polars over the stored rows (the values, their range, then
-bin counts), so a million-row node costs a scan, not a Python loop: the scores and measures each step
-added (with the thresholds that later steps apply to them), the lengths of each output's records, and
-the values of coverage columns (topics, personas, templates, tiers)."""
+"""Distributions the report draws, computed by polars as streaming aggregations over the stored rows (their
+range, mean and counts, then bin counts; the median from fine bins, reading only the values of the bin
+that holds it), so a million-row node costs a few scans, neither a Python loop nor its values held: the
+scores and measures each step added (with the thresholds that later steps apply to them), the lengths of
+each output's records, and the values of coverage columns (topics, personas, templates, tiers)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
 
 import polars as pl
 
@@ -17,6 +20,8 @@ BINS = 30
 MEASURED_FAMILIES = ("core", "curation", "rewards")  # whose integer columns are measures (elsewhere: counters)
 COVERAGE_NAMES = ("topic", "persona", "template", "scenario", "product", "category", "domain", "skill", "tier",
                   "difficulty", "language", "verifier")
+FINE_BINS = 4096  # the median is looked for in these bins, then among the values of the one holding it
+MOST_HELD = 65536  # values of a bin read at once; a bin holding more is binned again
 MOST_VALUES = 40  # a coverage chart shows this many values at most; a column with more distinct values is an id
 _COMPARISON = re.compile(r'col\("([^"]+)"\)\)?\s*(>=|<=|>|<)\s*\(?(?:dyn \w+: )?(-?\d+(?:\.\d+)?(?:e-?\d+)?)')
 
@@ -49,20 +54,23 @@ class Coverage:
     distinct: int
 
 
-def histograms(frame: pl.LazyFrame, node: str, columns: dict[str, pl.Expr], integers: set[str]) -> list[Histogram]:
+def histograms(frame: pl.LazyFrame, node: str, columns: dict[str, pl.Expr], integers: set[str],
+               scratch: Path) -> list[Histogram]:
     """Histograms of ``columns`` (label -> numeric expression over ``frame``); integer ranges of up to
-    ``BINS`` values, and a column of one value, get one bin per value. Columns with no value are left out."""
+    ``BINS`` values, and a column of one value, get one bin per value. Columns with no value are left out.
+    Expressions other than stored columns are evaluated once, into a file in ``scratch`` (8 bytes a row
+    and column) that the bins and the median are then counted from."""
     if not columns:
         return []
-    # the values once (8 bytes a row and column), then their range, then the bins
-    values = frame.select(**{label: expr.cast(pl.Float64) for label, expr in columns.items()}) \
-        .collect(engine="streaming").lazy()
-    finite = {label: pl.col(label).filter(pl.col(label).is_finite()) for label in columns}
-    summary = values.select(*[e for label, v in finite.items() for e in (
-        v.min().alias(f"{label}\0min"), v.max().alias(f"{label}\0max"), v.mean().alias(f"{label}\0mean"),
-        v.median().alias(f"{label}\0median"), v.count().alias(f"{label}\0rows"))],
-        *[(pl.col(label).is_null() | pl.col(label).is_nan()).sum().alias(f"{label}\0missing") for label in columns],
-    ).collect().row(0, named=True)
+    values = frame.select(**{label: expr.cast(pl.Float64) for label, expr in columns.items()})
+    summary = values.select(*[e for label in columns for e in _summary(label)])
+    if all(expr.meta.is_column() for expr in columns.values()):  # stored columns: read again, not written
+        summary = summary.collect(engine="streaming").row(0, named=True)
+    else:
+        path = scratch / "values.parquet"
+        summary = pl.collect_all([values.sink_parquet(path, lazy=True), summary], engine="streaming")[1] \
+            .row(0, named=True)
+        values = pl.scan_parquet(path)
     shapes = {}
     for label in columns:
         low, high = summary[f"{label}\0min"], summary[f"{label}\0max"]
@@ -73,16 +81,72 @@ def histograms(frame: pl.LazyFrame, node: str, columns: dict[str, pl.Expr], inte
         else:
             width, count = (high - low) / BINS, BINS
         shapes[label] = (low, width, count)
-    counted = pl.collect_all([
-        values.select(((finite[label] - low) / width).floor().clip(0, count - 1).cast(pl.Int32).alias("bin"))
-        .group_by("bin").len() for label, (low, width, count) in shapes.items()])
+    finite = {label: values.select(v=label).filter(pl.col("v").is_finite()) for label in shapes}
+    counted = pl.collect_all([  # per bin and fine bin: its rows, least and greatest value
+        finite[label].group_by(bin=_bin(low, width, count),
+                               fine=_fine(summary[f"{label}\0min"], summary[f"{label}\0max"])).agg(*_held())
+        for label, (low, width, count) in shapes.items()], engine="streaming")
     found = []
     for (label, (low, width, count)), table in zip(shapes.items(), counted):
-        per_bin = dict(table.iter_rows())
+        per_bin = dict(table.group_by("bin").agg(pl.col("n").sum()).iter_rows())
+        rows = summary[f"{label}\0rows"]
         found.append(Histogram(node, label, [(low + i * width, low + (i + 1) * width, per_bin.get(i, 0))
                                              for i in range(count)],
-                               summary[f"{label}\0rows"], summary[f"{label}\0missing"],
-                               summary[f"{label}\0mean"], summary[f"{label}\0median"]))
+                               rows, summary[f"{label}\0missing"], summary[f"{label}\0mean"],
+                               _median(finite[label], table, rows)))
+    return found
+
+
+def _summary(label: str) -> list[pl.Expr]:
+    """A column's least, greatest and mean finite value, its finite values and its null or NaN ones, as
+    streaming aggregations."""
+    value = pl.col(label)
+    finite = pl.when(value.is_finite()).then(value)
+    return [finite.min().alias(f"{label}\0min"), finite.max().alias(f"{label}\0max"),
+            finite.mean().alias(f"{label}\0mean"), finite.count().alias(f"{label}\0rows"),
+            (value.is_null() | value.is_nan()).sum().alias(f"{label}\0missing")]
+
+
+def _bin(low: float, width: float, count: int) -> pl.Expr:
+    return ((pl.col("v") - low) / width).floor().clip(0, count - 1).cast(pl.Int32)
+
+
+def _fine(low: float, high: float) -> pl.Expr:
+    """One of ``FINE_BINS`` equal bins over [low, high], to find the median in: only its order matters."""
+    if low == high:
+        return pl.lit(0, pl.Int32)
+    return ((pl.col("v") - low) / ((high - low) / FINE_BINS)).floor().clip(0, FINE_BINS - 1).cast(pl.Int32)
+
+
+def _median(values: pl.LazyFrame, table: pl.DataFrame, rows: int) -> float:
+    """The median of the ``rows`` values of the column ``v`` of ``values`` (as polars', the mean of the
+    middle two of an even count), from their rows, least and greatest value per bin and fine bin."""
+    fine = table.group_by("fine").agg(pl.col("n").sum(), pl.col("low").min(), pl.col("high").max()).drop("fine")
+    return pl.Series(_ranked(values, fine, sorted({(rows - 1) // 2, rows // 2}))).median()
+
+
+def _held() -> list[pl.Expr]:
+    """A bin's rows, least and greatest value."""
+    return [pl.len().alias("n"), pl.col("v").min().alias("low"), pl.col("v").max().alias("high")]
+
+
+def _ranked(values: pl.LazyFrame, bins: pl.DataFrame, ranks: list[int]) -> list[float]:
+    """The values at ``ranks`` (0-based, ascending) in the order of the column ``v`` of ``values``, from
+    ``bins``, its rows, least and greatest value per bin: a bin of one value answers at once, a bin of at
+    most ``MOST_HELD`` rows is read and sorted, a larger one is binned again."""
+    bins = bins.sort("low").with_columns(before=pl.col("n").cum_sum() - pl.col("n"))
+    found = []
+    for (n, low, high, before), wanted in groupby(ranks, lambda r: bins.filter(pl.col("before") <= r).row(-1)):
+        wanted = [r - before for r in wanted]
+        inside = values.filter(pl.col("v").is_between(low, high))
+        if low == high:
+            found += [low] * len(wanted)
+        elif n <= MOST_HELD:
+            held = inside.collect().get_column("v").sort()
+            found += [held[r] for r in wanted]
+        else:
+            finer = inside.group_by(fine=_fine(low, high)).agg(*_held()).collect(engine="streaming")
+            found += _ranked(inside, finer.drop("fine"), wanted)
     return found
 
 
@@ -97,8 +161,9 @@ def score_histograms(build: StoredBuild) -> list[Histogram]:
         schema = build.schema(name)
         numeric = [c for c in added if c in schema and schema[c].is_numeric()
                    and (schema[c].is_float() or build.family(name) in MEASURED_FAMILIES)]
-        found += histograms(build.rows(name), name, {c: pl.col(c) for c in numeric},
-                            {c for c in numeric if schema[c].is_integer()})
+        with build.scratch() as scratch:
+            found += histograms(build.rows(name), name, {c: pl.col(c) for c in numeric},
+                                {c for c in numeric if schema[c].is_integer()}, scratch)
     marks = thresholds(build)
     for h in found:
         h.marks = marks.get(h.column, [])
@@ -168,7 +233,8 @@ def output_histograms(build: StoredBuild) -> dict[str, list[Histogram]]:
         if SCORES.get(schema_name) in schema:
             columns[SCORES[schema_name]] = pl.col(SCORES[schema_name])
         if columns:
-            found[name] = histograms(rows, name, columns, integers)
+            with build.scratch() as scratch:
+                found[name] = histograms(rows, name, columns, integers, scratch)
     return found
 
 

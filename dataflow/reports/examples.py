@@ -1,11 +1,13 @@
 """The rows the report shows: a seeded sample of each node's rejects per reason with the rejected rows
-themselves, the largest duplicate clusters with their members, and a few rows of each output. Counts are
-polars aggregates over the stored rejects, so a node with millions of rejects costs a scan and shows a
-sample."""
+themselves, the largest duplicate clusters with their members, and a few rows of each output. A filter's
+rejects (of one reason) are counted from their file's footer and, like an output's rows, sampled at
+seeded row positions, reading only the row groups that hold them; other rejects are counted and sampled
+by reason in one scan. The rejected rows are looked up by id, in the row groups whose id range holds them."""
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ CLUSTERS = 8  # duplicate clusters shown per dedup node, largest first
 MEMBERS = 4  # members shown per cluster, the survivor first
 TEXT_CHARS = 400  # a shown value is cut here
 SEED = 17
+DUPLICATE = '{"duplicate_of"'  # how the detail of a dedup step's reject starts
 
 
 @dataclass
@@ -45,15 +48,34 @@ def reject_groups(build: StoredBuild) -> tuple[list[RejectGroup], dict[str, int]
         rejects = build.rejects(name) if node["rejected"] and build.stored(name) else None
         if rejects is None:
             continue
-        sample = pl.struct("id", "detail", "score").bottom_k_by(pl.col("id").hash(SEED), PER_REASON)
-        table = rejects.group_by("reason").agg(pl.len().alias("n"), sample.alias("examples")) \
-            .sort(["n", "reason"], descending=[True, False]).collect()
-        left_out[name] = max(table.height - MOST_REASONS, 0)
-        tables[name] = table.head(MOST_REASONS)
-    rows = source_rows(build, {name: [e["id"] for es in t["examples"] for e in es] for name, t in tables.items()})
+        reasons = _reasons(build, name, rejects)
+        left_out[name] = max(len(reasons) - MOST_REASONS, 0)
+        tables[name] = reasons[:MOST_REASONS]
+    rows = source_rows(build, {name: [e["id"] for _, _, es in t for e in es] for name, t in tables.items()})
     groups = [RejectGroup(name, reason or "", count, [{**e, "row": rows[name].get(e["id"])} for e in examples])
-              for name, table in tables.items() for reason, count, examples in table.iter_rows()]
+              for name, table in tables.items() for reason, count, examples in table]
     return groups, left_out
+
+
+def _reasons(build: StoredBuild, name: str, rejects: pl.LazyFrame) -> list[tuple[str | None, int, list[dict]]]:
+    """(reason, count, sampled rejects) of a node, most frequent first. A node with one reason (a filter)
+    is counted from its file's footer and sampled at seeded positions; others are grouped by reason, each
+    sampled by a seeded hash of the ids."""
+    shown = rejects.select("id", "detail", "score")
+    if "reason" in (one := build.one_valued_rejects(name)):
+        count = shown.select(pl.len()).collect().item()
+        return [(one["reason"], count, sampled(shown, PER_REASON).to_dicts())] if count else []
+    sample = pl.struct("id", "detail", "score").bottom_k_by(pl.col("id").hash(SEED), PER_REASON)
+    return list(rejects.group_by("reason").agg(pl.len().alias("n"), sample.alias("examples"))
+                .sort(["n", "reason"], descending=[True, False]).collect().iter_rows())
+
+
+def sampled(frame: pl.LazyFrame, k: int) -> pl.DataFrame:
+    """``k`` rows of ``frame`` (a Parquet scan) at seeded positions (every row as likely; the same rows, the
+    same sample), in their order, each read by itself, so only the row groups that hold them are decoded."""
+    rows = frame.select(pl.len()).collect().item()
+    positions = sorted(random.Random(SEED).sample(range(rows), min(k, rows)))
+    return pl.concat([frame.head(0), *[frame.slice(p, 1) for p in positions]]).collect()
 
 
 def source_rows(build: StoredBuild, wanted: dict[str, list[str]]) -> dict[str, dict[str, dict[str, str]]]:
@@ -95,14 +117,15 @@ def cut(text: str, limit: int = TEXT_CHARS) -> str:
 
 def duplicate_clusters(build: StoredBuild) -> list[Cluster]:
     """The largest clusters of each dedup step (its rejects name the row they duplicate), the survivor and
-    the removed rows side by side as the text the step compared."""
+    the removed rows side by side as the text the step compared. A node whose rejects have one detail
+    that names no duplicate (a filter's) is not scanned."""
     clusters = []
     for name, node in build.nodes.items():
         rejects = build.rejects(name) if node["rejected"] and build.stored(name) else None
-        if rejects is None:
+        if rejects is None or not (build.one_valued_rejects(name).get("detail", DUPLICATE) or "").startswith(DUPLICATE):
             continue
         survivor = pl.col("detail").str.json_path_match("$.duplicate_of")
-        largest = rejects.filter(pl.col("detail").str.starts_with('{"duplicate_of"')) \
+        largest = rejects.filter(pl.col("detail").str.starts_with(DUPLICATE)) \
             .group_by(survivor.alias("survivor")).agg(pl.len().alias("n"), pl.col("id").sort().head(MEMBERS - 1)) \
             .sort(["n", "survivor"], descending=[True, False]).head(CLUSTERS).collect()
         if not largest.height:
@@ -129,13 +152,6 @@ def _compared_texts(build: StoredBuild, name: str, ids: list[str]) -> dict[str, 
 
 
 def output_samples(build: StoredBuild, per_output: int = 3) -> dict[str, list[dict[str, str]]]:
-    """A few rows of each output, seeded, as shown text per field (the ids picked first, so only their rows
-    are read whole)."""
-    key = pl.col("id").hash(SEED)
-    samples = {}
-    for name in build.outputs():
-        rows = build.output_rows(name)
-        ids = rows.select(pl.col("id").bottom_k_by(key, per_output)).collect().get_column("id")
-        picked = rows.filter(pl.col("id").is_in(ids.implode())).sort(key).collect()
-        samples[name] = [shown_fields(row) for row in picked.iter_rows(named=True)]
-    return samples
+    """A few rows of each output, seeded, as shown text per field."""
+    return {name: [shown_fields(row) for row in sampled(build.output_rows(name), per_output).iter_rows(named=True)]
+            for name in build.outputs()}

@@ -4,6 +4,8 @@ its rejects, the columns it added and its parameters as values."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,12 +61,18 @@ class StoredBuild:
         entry = self.store.entry(self.nodes[name]["fingerprint"])
         if not (entry / REJECTS).exists():
             return None
-        frame = pl.scan_parquet(entry / REJECTS)
+        filled = {c: pl.lit(value, dtype=pl.Float64 if c == "score" else pl.String)
+                  for c, value in self.one_valued_rejects(name).items()}
+        return pl.scan_parquet(entry / REJECTS).with_columns(**filled) \
+            .select("id", "reason", "detail", pl.col("score").cast(pl.Float64))
+
+    def one_valued_rejects(self, name: str) -> dict[str, Any]:
+        """The rejects' columns of ``reason``, ``detail`` and ``score`` that the node stored once, not per row
+        (a filter's), with their value."""
+        entry = self.store.entry(self.nodes[name]["fingerprint"])
+        present = pl.scan_parquet(entry / REJECTS).collect_schema().names()
         constants = reject_constants(entry)
-        present = frame.collect_schema().names()
-        filled = {c: pl.lit(constants.get(c), dtype=pl.Float64 if c == "score" else pl.String)
-                  for c in ("reason", "detail", "score") if c not in present}
-        return frame.with_columns(**filled).select("id", "reason", "detail", pl.col("score").cast(pl.Float64))
+        return {c: constants.get(c) for c in ("reason", "detail", "score") if c not in present}
 
     def inputs(self, name: str) -> list[str]:
         return list(self.nodes[name]["inputs"])
@@ -93,6 +101,15 @@ class StoredBuild:
         if node["status"] != "cached" or not self.store.has(node["fingerprint"]):
             return node["seconds"]
         return read_node_meta(self.store.entry(node["fingerprint"])).get("seconds", 0.0)
+
+    @contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A temporary directory in the store, removed after use."""
+        path = self.store.begin("report")
+        try:
+            yield path
+        finally:
+            self.store.discard(path)
 
     def outputs(self) -> dict[str, dict[str, Any]]:
         """The outputs this build wrote (a skipped one is not among them)."""

@@ -103,9 +103,9 @@ class EvolInstruct(OneModel):
     Generation g rewrites the last surviving instruction of the lineage by an operation drawn
     (seeded) from ``operations``: ``add_constraints``, ``deepen``, ``concretize``,
     ``increase_reasoning``, ``complicate_input`` (in depth) and ``breadth`` (a new prompt on a
-    rarer topic). The evolved instruction is answered, then eliminated when (1) the model judges
-    it equal to its parent (no information gain), (2) its response says sorry and is short,
-    (3) its response is only punctuation and stop words, or (4) it copies the rewriting prompt's
+    rarer topic). The evolved instruction is eliminated when (1) the model judges it equal to
+    its parent (no information gain; only the others are answered), (2) its response says sorry
+    and is short, (3) its response is only punctuation and stop words, or (4) it copies the rewriting prompt's
     words; each failure goes to rejects with its rule and the next generation evolves the parent
     again. A rewrite that loops (``repetitive``) is dropped too. Output: a row per surviving
     evolved instruction, id ``<row id>/g<generation>``, with ``instruction``, ``response``,
@@ -166,7 +166,8 @@ class EvolInstruct(OneModel):
 
     def _generation(self, generation: int, tips: dict[str, tuple[str, str]], rejects: list[dict],
                     ctx: Context) -> list[dict]:
-        """One generation over every lineage: rewrite, answer, eliminate; the survivors."""
+        """One generation over every lineage: rewrite, check the text rules, ask the model whether the rewrite
+        adds something (rule 1), answer only those that do, check the answers; the survivors."""
         asks, candidates = {}, {}
         for root, (parent_id, parent) in tips.items():
             operation = self.operation(root, generation)
@@ -199,14 +200,20 @@ class EvolInstruct(OneModel):
                                        max_tokens=16, temperature=0.0) for c in alive},
                          alive, ctx, parse=lambda reply, row: {"equal": reply_json(reply, "adds_something") is False},
                          progress=False)
-        answered = self.ask({(c, ""): Ask((("user", alive[c]["instruction"]),), max_tokens=self.response_tokens)
-                             for c in alive}, alive, ctx, parse=lambda reply, row: {"response": reply.text.strip()},
-                            progress=False)
-        survivors = []
+        gained = {}
         for child_id, child in alive.items():
             try:
                 if equal.replies(child_id)[0]["equal"]:
                     raise Rejection("no_information_gain", "rule 1: the model judges it equal to its parent")
+                gained[child_id] = child
+            except Rejection as rejection:
+                rejects.append(reject_row(child_id, rejection))
+        answered = self.ask({(c, ""): Ask((("user", gained[c]["instruction"]),), max_tokens=self.response_tokens)
+                             for c in gained}, gained, ctx, parse=lambda reply, row: {"response": reply.text.strip()},
+                            progress=False)
+        survivors = []
+        for child_id, child in gained.items():
+            try:
                 response = answered.replies(child_id)[0]["response"]
                 if cannot_answer(response):
                     raise Rejection("model_cannot_answer", f"rule 2: the response says sorry in "

@@ -50,7 +50,9 @@ class LlamaCppBackend:
         self.chunk_size = spec.option("chunk", 8 * self.batch_size)
         self.context = spec.option("context", 1024)  # KV cells of each sequence (prompt and output)
         L.llama_backend_init()
-        self.model = L.llama_model_load_from_file(str(gguf).encode(), L.llama_model_default_params())
+        params = L.llama_model_default_params()
+        params.use_extra_bufts = not _has_amx()
+        self.model = L.llama_model_load_from_file(str(gguf).encode(), params)
         if not self.model:
             raise DataflowError(f"llama.cpp could not load {gguf}: is it a GGUF model file?")
         weakref.finalize(self, L.llama_model_free, self.model)  # when unloaded, or at exit (before the library goes)
@@ -164,6 +166,16 @@ class _Sequences:
         outputs = sum(wanted for *_, wanted in tokens)
         vocab = self.b.sampler.vocab_size
         return np.ctypeslib.as_array(self.L.llama_get_logits(self.b.ctx), shape=(outputs, vocab)).copy()
+
+
+def _has_amx() -> bool:
+    """Whether the CPU has AMX tiles. llama.cpp's AMX matrix kernels (one of its extra CPU buffer types)
+    crash there (SIGSEGV in ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36 built natively on a Xeon
+    VM, even through its own ``Llama`` class), so such CPUs load models without the extra buffer types."""
+    try:
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def _free_context(L, ctx, batch) -> None:
