@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 sys.path.insert(0, str(HERE))
+from results import machine, settle, write_section  # noqa: E402
 
 THRESHOLD, NUM_PERM, NGRAM = 0.8, 128, 5
 DATASKETCH_BANDING = (9, 13)  # bands x rows: datasketch's _optimal_param(0.8, 128), given explicitly
@@ -290,14 +290,6 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def wait_for_quiet(limit: float = 1.2, patience: float = 45) -> float:
-    """Wait (up to ``patience`` seconds) for the 1-minute load to drop under ``limit``."""
-    deadline = time.time() + patience
-    while load_average() > limit and time.time() < deadline:
-        time.sleep(10)
-    return load_average()
-
-
 STEPS = {"prepared_texts": "normalize (NFKC, lower case)", "exact_copies": "exact-copy keys (128-bit hash)",
          "_shingle_all": "shingles (tokens, 5-gram hashes)", "_signatures": "signatures (one permutation, densified)",
          "candidate_pairs": "LSH bands and buckets", "ShingleSets": "shingle sets of candidates",
@@ -348,8 +340,9 @@ def where_the_time_goes(path: Path) -> list[tuple[str, float]]:
 
 
 def measure_when_quiet(method: str, scale: int, copies: int = 1) -> dict:
-    """One run, once the load has dropped (or the wait ran out), with the load it started at."""
-    load = wait_for_quiet()
+    """One run, once the 1-minute load is at most 0.5 (or the wait ran out), with the load it started at."""
+    settle()
+    load = load_average()
     return {**measure(method, scale, copies), "load": load}
 
 
@@ -413,8 +406,6 @@ def main() -> None:
     scaling = scaled([int(s) for s in args.scales.split(",")], args.runs, truth, docs)
     profiles = {copies: where_the_time_goes(corpus_path(1, copies)) for copies in (1, COPIES)}
 
-    from results import write_section
-
     write_section("minhash", "MinHash near-duplicate removal: dataflow vs datasketch (issues 4, 17)",
                   report(tables, scaling, profiles, len(truth), truth_seconds, args), record=not args.print)
 
@@ -447,7 +438,7 @@ def report(tables: dict[int, list[dict]], scaling: list[dict], profiles: dict[in
     docs = tables[1][0]["docs"]
     loads = [load for rows in tables.values() for r in rows for load in r["loads"]]
     lines = [
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"- machine: {machine()}; "
         f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- command: `python benchmarks/minhash.py --runs {args.runs} --scales {args.scales}"
         f"{'' if args.methods == ','.join(METHODS) else ' --methods ' + args.methods}`",
@@ -457,7 +448,7 @@ def report(tables: dict[int, list[dict]], scaling: list[dict], profiles: dict[in
         f"- ground truth: exact Jaccard of all pairs (prefix-filtered sparse join, {truth_seconds:.1f} s): "
         f"{truth_size} documents to drop at 1x; with copies, the same clusters plus every copy",
         f"- 1-minute load before runs: min {min(loads):.2f}, max {max(loads):.2f}, now {load_average():.2f} "
-        f"(the machine is shared); methods interleaved, run by run",
+        f"(each run waits for a load of 0.5 or less, up to 4 minutes); methods interleaved, run by run",
         f"- threads: datasketch is single-threaded (pure Python per document); dataflow uses the cores "
         f"(POLARS_MAX_THREADS={polars_threads()}, thread pools of {os.cpu_count()}); datasketch runs "
         f"MinHash.bulk + MinHashLSH with b={DATASKETCH_BANDING[0]} x r={DATASKETCH_BANDING[1]}",

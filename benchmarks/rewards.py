@@ -33,7 +33,7 @@ from dataflow.operators import CodeVerify, MathVerify  # noqa: E402
 from dataflow.operators.rewards.sandbox import Limits  # noqa: E402
 from dataflow.progress import Progress  # noqa: E402
 
-NOTE = ("Where a verification's time goes (measured on this machine, 2026-12-01): bubblewrap's namespaces "
+NOTE = ("Where a verification's time goes (measured on a 2-core AMD EPYC, 2026-12-01): bubblewrap's namespaces "
         "~5 ms, the sandbox's Python start ~7-9 ms, the rest the harness and the tests. What it took to get "
         "here from 0.42x: the harness is sent precompiled and the tests compiled once per problem; the "
         "harness imports no ctypes package and skips interpreter teardown; and processes are forbidden by a "
@@ -84,6 +84,18 @@ def before(rows: list[dict], op: str, builds: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def before_version() -> list[str]:
+    """A line naming the code the ``--before-python`` runs: where its operators come from, and their commit."""
+    if not ARGS.before_python:
+        return []
+    where = subprocess.run([ARGS.before_python, "-c", "import inspect, dataflow.operators as o; "
+                            "print(inspect.getfile(o.CodeVerify))"], capture_output=True, text=True, check=True,
+                           cwd=tempfile.gettempdir()).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(Path(where).parent), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "not in a git checkout"
+    return [f"- before: the operators in {where} (commit {commit})"]
+
+
 def math_rows() -> list[dict]:
     problems = [json.loads(line) for line in (HERE.parent / "pipelines" / "data" / "math_word_problems.jsonl").open()]
     rows = []
@@ -111,7 +123,7 @@ def main() -> None:
     table = ["| contender | median build time | verifications/s | vs the sandbox |", "| --- | --- | --- | --- |"]
     table += [f"| {name} | {seconds:.2f} s | {len(rows) / seconds:.0f} | {medians['bubblewrap sandbox'] / seconds:.2f}x |"
               for name, seconds in medians.items()]
-    lines = run_facts() + [f"- load average before: {load_before}, after: {load()}",
+    lines = run_facts() + before_version() + [f"- load average before: {load_before}, after: {load()}",
                            f"- {len(rows)} programs: 164 HumanEval canonical solutions and 36 wrong, crashing or "
                            f"blocked ones, each with its tests; CodeVerify on 2 worker threads; limits "
                            f"{LIMITS.wall_seconds:g}s wall, {LIMITS.cpu_seconds}s CPU, {LIMITS.memory_mb} MB; "
@@ -136,7 +148,7 @@ def main() -> None:
     table = ["| contender | median build time | rows/s |", "| --- | --- | --- |"]
     table += [f"| {name} | {statistics.median(v):.2f} s | {len(rows) / statistics.median(v):.0f} |"
               for name, v in times.items()]
-    lines = run_facts() + [f"- load average before: {load_before}, after: {load()}",
+    lines = run_facts() + before_version() + [f"- load average before: {load_before}, after: {load()}",
                            f"- {len(rows)} answers (right, wrong, LaTeX-boxed) to the math word problems; 4 workers, "
                            f"warm; medians of {ARGS.repeat} interleaved builds", "", *table]
     write_section("math-verify", "MathVerify throughput (issue 12)", "\n".join(lines))

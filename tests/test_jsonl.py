@@ -79,10 +79,12 @@ def test_nan_and_infinity_written_by_python_are_read(builder, tmp_path, small_ch
 
 GOOD = [b'{"a": "x%d", "b": %d}', b'{"a": "y%d", "b": %d.5, "big": 9223372036854775807}', b'{"b": %d, "a": "%d"}',
         b'{"a": "1234567890123456789%d", "c": [%d]}', b'{"a":"z%d","b":-%d,"big":-9223372036854775808}']
+FLAT = [GOOD[0], GOOD[2], GOOD[4]]  # only scalar fields
 NESTED = [b'{"a": "n%d", "d": {"x": %d}}', b'{"a": "m%d", "d": {"x": %d, "x": 7}}']
 BAD = [b'{"a": ', b'[1, 2]', b'"text"', b'1,2', b'{"a": "x"} {"a": "y"}', b'{"a": "\xff"}', b'{"a": "x", "b": NaN}',
        b'{"a": "x", "b": Infinity}', b'{"a": "x", "big": 12345678901234567890}', b'{"a": "\\ud800"}',
-       b'{"a": "x", "a": "y", "b": 1}', b'{"a": 5}', b'{"a": true}', b'', b'   ', b'\t']
+       b'{"a": "x", "a": "y", "b": 1}', b'{"a" : "p", "a"\t:"q"}', b'{"a":"r","e":"\\u003a","a":"s"}',
+       b'{"a": 5}', b'{"a": true}', b'', b'   ', b'\t']
 
 
 def reference(data: bytes, where: str, node: str, on_error: str):
@@ -134,9 +136,11 @@ def reference(data: bytes, where: str, node: str, on_error: str):
 def test_reader_matches_the_rules_read_line_by_line(tmp_path, monkeypatch, seed):
     rng = random.Random(seed)
     monkeypatch.setattr(jsonl, "CHUNK_BYTES", rng.choice([64, 200, 1000, 1 << 20]))
-    shapes = GOOD + (NESTED if seed % 2 else [])
+    monkeypatch.setattr(jsonl, "PARALLEL_BYTES", 0)  # surveyed in parts, a forked process each, or in one
+    monkeypatch.setattr(jsonl, "survey_processes", lambda: rng.choice([1, 2, 3, 7]))
+    shapes = (GOOD if seed % 3 else FLAT) + (NESTED if seed % 2 else [])  # FLAT alone: polars may read the file
     bad_share = rng.choice([0.0, 0.05, 0.3])
-    bad = rng.choice([BAD, BAD[-5:-3]])  # every kind of bad line, or only kind mismatches
+    bad = rng.choice([BAD, BAD[-5:-3], BAD[-3:]])  # every kind of bad line, only kind mismatches, only blank lines
     lines = [rng.choice(bad) if rng.random() < bad_share else rng.choice(shapes) % (i, i) for i in range(300)]
     data = b"\n".join(lines) + (b"\n" if seed % 3 else b"")
     data = (b"\xef\xbb\xbf" if seed % 5 == 1 else b"") + data
@@ -154,3 +158,48 @@ def test_reader_matches_the_rules_read_line_by_line(tmp_path, monkeypatch, seed)
         assert rejects == expected[1]
         assert sorted(frame.columns) == sorted(expected[0].columns)  # in an order the rules leave open
         assert frame.select(expected[0].columns).equals(expected[0])
+
+
+@pytest.mark.parametrize("block", [b'{"a": 1}\n\n{"a": 2}\n  \r\n{"a": 3}\n', b'\n{"a": 1}\n{"a": 2}\n\t\n{"a": 3}'])
+def test_blank_lines_do_not_send_a_block_line_by_line(block):
+    survey = jsonl.Survey()
+    assert jsonl._survey_block(survey, 10, block)  # what the line-by-line survey would find, at once
+    expected = jsonl.Survey()
+    jsonl._survey_lines(expected, enumerate(io.BytesIO(block), 10), "f", "raise")
+    assert survey.blank == expected.blank and survey.kinds.shapes == expected.kinds.shapes
+
+
+def test_a_repeated_key_with_space_before_its_colon_is_read_as_json_parsers_do(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"a" : "first", "a" :"last"}\n' * 3)
+    frame, rejects = jsonl.read_jsonl(path, "f", "raise", "s", tmp_path)
+    assert frame.collect()["a"].to_list() == ["last"] * 3 and rejects == []
+
+
+def test_parts_of_a_file_hold_whole_lines_numbered_as_in_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(jsonl, "PARALLEL_BYTES", 0)
+    path = tmp_path / "rows.jsonl"
+    lines = [b'{"a": "%s"}' % (b"x" * (i % 37)) for i in range(500)]
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines))  # a byte-order mark, no newline at the end
+    for parts in (2, 3, 8):
+        ranges = jsonl.line_ranges(path, parts)
+        assert len(ranges) == parts
+        read = [(n, line) for part in ranges for first, block in jsonl._blocks(path, part)
+                for n, line in enumerate(block.split(b"\n"), first) if line]
+        assert read == list(enumerate(lines, 1))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_plain_file_is_read_by_polars_as_the_two_passes_would(tmp_path, seed):
+    rng = random.Random(seed)
+    shapes = FLAT + [b'{"b": %d, "a": "\\u00e9\\n%d", "c": null}', b'{"a": "q%d", "b": %d.25, "d": true}\r']
+    lines = [rng.choice(shapes) % (i, i) for i in range(rng.randint(1, 400))]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n".join(lines) + rng.choice([b"", b"\n"]))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    frame, rejects = jsonl.read_jsonl(path, "f", "raise", "s", scratch)
+    expected, _ = reference(path.read_bytes(), "f", "s", "raise")
+    assert rejects == [] and not list(scratch.iterdir())  # no part written: polars read the file itself
+    frame = frame.collect()
+    assert sorted(frame.columns) == sorted(expected.columns) and frame.select(expected.columns).equals(expected)

@@ -223,12 +223,15 @@ def test_llamacpp_refuses_a_request_longer_than_a_sequence_context_before_genera
     backend = open_backend("llamacpp?batch_size=2&context=256")
     with pytest.raises(DataflowError, match=r"node 'gen': row id=row-7 needs \d+ tokens .*llamacpp\?context=512"):
         backend.prepare("gen", [ask("word " * 150, max_tokens=128)], ["row-7"])
+    with pytest.raises(DataflowError, match="node 'gen': 300 samples of one prompt, more than the 256 sequences"):
+        backend.prepare("gen", [ask("Name a fruit.", n=300)], ["row-1"])
 
 
 @pytest.mark.parametrize("spec, message", [
     ("llamacpp:/tmp/model.bin", "give a GGUF file"),
     ("llamacpp:/nowhere/model.gguf", "no GGUF file at /nowhere/model.gguf"),
     ("llamacpp?threads=2&beams=4", r"unknown option\(s\) \['beams'\]"),
+    ("llamacpp?batch_size=300", "batch_size is at most 256 on llama.cpp"),
 ])
 def test_llamacpp_spec_errors_say_what_to_write(spec, message):
     assert any(re.search(message, problem) for problem in spec_problems(spec)), spec_problems(spec)

@@ -5,12 +5,17 @@ notes the JSON kind (string, number, ...) of each field: a line that is not UTF-
 not an object, or whose field has a different kind than in most lines, is named in an error or
 rejected. It takes a block of about CHUNK_BYTES at a time, checking all its lines in a few steps
 at C speed (one orjson call per line, whole-block searches, field kinds counted column by
-column); a block where a line fails a step is looked at again line by line. The second hands
-the good lines, a block at a time, to polars' NDJSON reader, which is fast but would silently
-turn a number into a string where other lines hold strings: the first pass has ruled such lines
-out. A block without bad lines goes to polars as it is; only the block being read is in memory.
-Blocks are written to uncompressed Parquet parts in the node's scratch directory (one part per
-run of blocks with the same schema) and scanned.
+column); a block where a line fails a step is looked at again line by line. A large uncompressed file
+is surveyed in parts, one forked process per core, and the parts' findings merged in order.
+
+The second pass reads the good lines with polars, which is fast but would silently turn a number
+into a string where other lines hold strings: the first pass has ruled such lines out. A file
+where every line is a good object whose fields each hold one scalar kind is scanned by polars as
+it is, with the schema the first pass found (polars maps the file, so its pages count in the
+process's resident memory as file pages the kernel can drop). Any other file is handed to polars
+a block at a time (a block without bad lines as it is), only the block being read in memory, and
+the blocks are written to uncompressed Parquet parts in the node's scratch directory (one part
+per run of blocks with the same schema) and scanned.
 
 The first pass also rules out what polars would read differently or not at all: an integer past
 64 bits, a lone surrogate escape (both bad lines), and repeated keys in an object (such a line is
@@ -23,10 +28,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import multiprocessing
 import re
+import sys
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -40,12 +48,15 @@ from dataflow.errors import DataflowError
 
 BAD_LINE_HINT = "fix the line, or read with on_error='reject' to send bad lines to rejects and go on"
 CHUNK_BYTES = 4 << 20  # JSON text handed to polars at once (its nested-type inference takes ~20x that)
+PARALLEL_BYTES = 32 << 20  # a plain file at least this large is surveyed in parts, a process each
+MOST_PROCESSES = 8
 NUMBER = "__n"  # the line (or record) number column, until ids are made from it
 KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "list", dict: "object"}
 SCALARS = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
 LONG_DIGITS = re.compile(rb"\d{19}")  # an integer this long may not fit 64 bits
 DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")  # finds LONG_DIGITS in a whole block at once
 LONG_ZEROS = b"0" * 19
+BLANK_INSIDE = re.compile(rb"\n[ \t\r]*\n")  # a blank line after the first (a literal first: fast to search)
 INT64 = range(-(1 << 63), 1 << 63)
 COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstandard", b"PK\x03\x04": "zip"}
 
@@ -88,6 +99,14 @@ class KindSurvey:
         else:
             shapes = [(tuple(record), tuple(map(type, record.values()))) for record in records]
             counts, firsts = Counter(shapes), dict(zip(reversed(shapes), reversed(numbers)))  # earliest wins
+        self._count(counts, firsts)
+
+    def merge(self, later: KindSurvey) -> None:
+        """Add the counts of a survey of later records."""
+        self._count({shape: n for shape, (n, _) in later.shapes.items()},
+                    {shape: first for shape, (_, first) in later.shapes.items()})
+
+    def _count(self, counts: dict[tuple, int], firsts: dict[tuple, int]) -> None:
         for shape, count in counts.items():
             seen = self.shapes.get(shape)
             if seen:
@@ -192,26 +211,89 @@ class Survey:
     def skip(self) -> set[int]:
         return set(self.problems) | set(self.blank)
 
+    def merge(self, later: Survey) -> None:
+        """Add what the survey of the lines after this one's found."""
+        self.problems.update(later.problems)
+        self.blank += later.blank
+        self.lenient |= later.lenient
+        self.kinds.merge(later.kinds)
+
 
 def survey_jsonl(path: Path, where: str, on_error: str, limit: int | None = None) -> Survey:
-    """Pass 1 over the file, or over its first ``limit`` non-blank lines."""
-    survey = Survey()
+    """Pass 1 over the file, or over its first ``limit`` non-blank lines. A large uncompressed file is
+    surveyed in parts, each in a forked process but the first, and the surveys merged in order (a
+    bad line in an earlier part is raised first)."""
     if limit is not None:
+        survey = Survey()
         with open_lines(path) as fh:
             _survey_lines(survey, enumerate(fh, 1), where, on_error, limit)
         return survey
-    for first, block in _blocks(path):
+    parts = line_ranges(path, survey_processes())
+    if len(parts) == 1:
+        return _survey_part(path, parts[0], where, on_error)
+    with ProcessPoolExecutor(len(parts) - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        later = [pool.submit(_survey_part, path, part, where, on_error) for part in parts[1:]]
+        survey = _survey_part(path, parts[0], where, on_error)
+        for part in later:
+            survey.merge(part.result())
+    return survey
+
+
+def survey_processes() -> int:
+    """Processes for a survey: as many as polars has threads (forked, so on Linux only)."""
+    return min(pl.thread_pool_size(), MOST_PROCESSES) if sys.platform == "linux" else 1
+
+
+def line_ranges(path: Path, parts: int) -> list[tuple[int, int | None, int]]:
+    """(first byte, end byte, number of the first line) of up to ``parts`` runs of whole lines that
+    make up the file: one run to the end for a gzip file or one below PARALLEL_BYTES."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if parts < 2 or size < PARALLEL_BYTES or fh.read(2) == b"\x1f\x8b":
+            return [(0, None, 1)]
+        cuts = [0]
+        for k in range(1, parts):
+            fh.seek(max(size * k // parts, cuts[-1]))
+            fh.readline()  # the rest of the line the cut falls in
+            if fh.tell() >= size:
+                break
+            if fh.tell() > cuts[-1]:
+                cuts.append(fh.tell())
+        fh.seek(0)
+        numbers = [1]
+        for start, end in zip(cuts, cuts[1:]):
+            numbers.append(numbers[-1] + sum(block.count(b"\n") for block in _read(fh, end - start)))
+    return list(zip(cuts, [*cuts[1:], None], numbers))
+
+
+def _read(fh, size: int | None) -> Iterator[bytes]:
+    """The next ``size`` bytes of ``fh`` (all that is left: None) in pieces of up to CHUNK_BYTES."""
+    while (size is None or size > 0) and (data := fh.read(min(CHUNK_BYTES, size or CHUNK_BYTES))):
+        size = None if size is None else size - len(data)
+        yield data
+
+
+def _survey_part(path: Path, part: tuple[int, int | None, int], where: str, on_error: str) -> Survey:
+    survey = Survey()
+    for first, block in _blocks(path, part):
         if not _survey_block(survey, first, block):
             _survey_lines(survey, enumerate(io.BytesIO(block), first), where, on_error)
     return survey
 
 
 def _survey_block(survey: Survey, first: int, block: bytes) -> bool:
-    """Survey a block whose lines are all good objects, each checked in C-speed steps; False,
-    surveying nothing, if a line needs a closer look (it may be blank, bad or read by Python's json)."""
+    """Survey a block whose lines are all good objects or blank, each checked in C-speed steps; False,
+    surveying nothing, if a line needs a closer look (it may be bad or read by Python's json)."""
     lines = block.split(b"\n")
     if not lines[-1]:
         lines.pop()
+    numbers: Sequence[int] = range(first, first + len(lines))
+    blank: list[int] = []
+    if lines and (not lines[0].strip() or not lines[-1].strip() or BLANK_INSIDE.search(block)):
+        empty = [not line.strip() for line in lines]
+        blank = [n for n, e in zip(numbers, empty) if e]
+        numbers = [n for n, e in zip(numbers, empty) if not e]
+        lines = [line for line, e in zip(lines, empty) if not e]
     try:
         values = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
@@ -220,11 +302,13 @@ def _survey_block(survey: Survey, first: int, block: bytes) -> bool:
         return False
     if any(map(_long_integer_problem, _long_digit_lines(block))):
         return False
-    keys, sizes = list(map(bytes.count, lines, repeat(b'":'))), list(map(len, values))
+    sizes = list(map(len, values))  # a line has at least as many colons as keys: as many, it repeats none
+    keys = list(map(bytes.count, lines, repeat(b":"))) if block.count(b":") != sum(sizes) else sizes
     suspects = [i for i, (k, n) in enumerate(zip(keys, sizes)) if k != n] if keys != sizes else []
     if any(_repeated_keys(values[i], lines[i]) for i in suspects):  # the others have no repeated key
         return False
-    survey.kinds.add(range(first, first + len(values)), values)
+    survey.kinds.add(numbers, values)
+    survey.blank.extend(blank)
     return True
 
 
@@ -307,9 +391,10 @@ def _long_integer(value: Any, key: str = "") -> str | None:
 
 def _repeated_keys(value: dict, raw: bytes) -> bool:
     """Whether an object of the line repeats a key (polars would keep the first value, JSON parsers
-    the last). Cheap when no key repeats: the line's key-colon count equals that of its re-encoding."""
-    keys = raw.count(b'":')
-    if keys == len(value) or keys == orjson.dumps(value).count(b'":'):
+    the last). Cheap when no key repeats: every key is followed by a colon, so a line with as many
+    colons as keys repeats none, nor does one with as many as its re-encoding (unless it escapes one)."""
+    colons = raw.count(b":")
+    if colons == len(value) or (colons == orjson.dumps(value).count(b":") and b"\\u003" not in raw):
         return False
     repeated = False
 
@@ -342,11 +427,15 @@ def _python_json(raw: bytes) -> tuple[Any, tuple[str, str] | None]:
         return None, ("too_deep", "values nested more than about 1,000 levels deep")
 
 
-def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(number of the first line, text) for runs of whole lines of about CHUNK_BYTES."""
-    number, rest = 1, b""
+def _blocks(path: Path, part: tuple[int, int | None, int] = (0, None, 1)) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, text) for runs of whole lines of about CHUNK_BYTES, of the file or
+    of a part of it (from ``line_ranges``)."""
+    start, end, number = part
+    rest = b""
     with open_lines(path) as fh:
-        while data := fh.read(CHUNK_BYTES):
+        if start:
+            fh.seek(start)
+        for data in _read(fh, None if end is None else end - fh.tell()):
             data = rest + data
             cut = data.rfind(b"\n") + 1
             block, rest = data[:cut], data[cut:]
@@ -399,10 +488,11 @@ def _frame(text: bytes, numbers: Sequence[int], where: str, schema: pl.Schema | 
     return frame.with_columns(column) if frame.width else pl.DataFrame({NUMBER: column})
 
 
-def good_lines(path: Path, where: str, on_error: str, node: str, limit: int | None = None
-               ) -> tuple[Iterator[pl.DataFrame], list[dict[str, Any]]]:
-    """Both passes: frames of the good lines, and rejects (filled while the frames are read)."""
-    survey = survey_jsonl(path, where, on_error, limit)
+def good_lines(path: Path, where: str, on_error: str, node: str, limit: int | None = None,
+               survey: Survey | None = None) -> tuple[Iterator[pl.DataFrame], list[dict[str, Any]]]:
+    """Both passes (the first unless ``survey`` is its result): frames of the good lines, and
+    rejects (filled while the frames are read)."""
+    survey = survey if survey is not None else survey_jsonl(path, where, on_error, limit)
     usual = survey.kinds.usual_kinds(where, "line", on_error)
     rejects = [{"id": f"{node}-{n}", "reason": r, "detail": d} for n, (r, d) in survey.problems.items()]
 
@@ -416,13 +506,31 @@ def good_lines(path: Path, where: str, on_error: str, node: str, limit: int | No
     return jsonl_chunks(path, where, survey, kind_matches if usual else None, schema), rejects
 
 
+def plain_schema(path: Path, where: str, on_error: str, survey: Survey) -> pl.Schema | None:
+    """The schema of a file polars reads as it is, line n its row n, exactly as the two passes would: not
+    compressed, no byte-order mark, every line a good object (none blank, bad or read by Python's json)
+    and every field of one scalar kind. None for any other file."""
+    if survey.problems or survey.blank or survey.lenient or not survey.kinds.shapes:
+        return None
+    if survey.kinds.usual_kinds(where, "line", on_error):
+        return None
+    with open(path, "rb") as fh:
+        start = fh.read(3)
+    return None if start[:2] == b"\x1f\x8b" or start == b"\xef\xbb\xbf" else survey.kinds.scalar_schema()
+
+
 def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
                ) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
-    """The good lines of a JSONL file, written as Parquet parts under ``scratch`` and scanned, and
-    the rejects (with ``on_error='reject'``) of the others."""
+    """The good lines of a JSONL file, and the rejects (with ``on_error='reject'``) of the others.
+    A file the first pass finds plain is scanned by polars as it is; the good lines of any other
+    are written as Parquet parts under ``scratch`` and scanned."""
     import pyarrow.parquet as pq  # here, not at the top: a build that reads no JSONL starts without pyarrow
 
-    chunks, rejects = good_lines(path, where, on_error, node)
+    survey = survey_jsonl(path, where, on_error)
+    if (schema := plain_schema(path, where, on_error, survey)) is not None:
+        return pl.scan_ndjson(path, schema=schema).with_row_index(NUMBER, offset=1) \
+            .with_columns(pl.col(NUMBER).cast(pl.Int64)), []
+    chunks, rejects = good_lines(path, where, on_error, node, survey=survey)
     parts: list[Path] = []
     writer = None
     try:

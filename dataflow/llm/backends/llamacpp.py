@@ -34,6 +34,7 @@ from dataflow.llm.types import Request, Response
 OPTIONS = frozenset({"threads", "batch_size", "context", "chunk", "tokenizer"})
 MISSING = "the llama.cpp backend is not installed: pip install 'dataflow[llamacpp]' (builds llama.cpp: minutes)"
 BATCH_TOKENS = 2048  # tokens per llama_decode call during prefill
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ: the sequences one context can hold
 FLASH_ATTENTION = 1  # LLAMA_FLASH_ATTN_TYPE_ENABLED: 1.3-1.7x the tokens/s of off at batch 32 here (2026-12-02)
 
 
@@ -75,6 +76,10 @@ class LlamaCppBackend:
         context, or a request's prompt and output do not fit the KV cells of one sequence (``context``)."""
         lengths = [len(self.encode(r)) for r in requests]
         self.sampler.check(node, requests, labels, lengths)
+        if (most := max((r.sampling.n for r in requests), default=1)) > MAX_SEQUENCES:
+            raise DataflowError(f"node '{node}': {most} samples of one prompt, more than the {MAX_SEQUENCES} "
+                                f"sequences a llama.cpp context holds; ask for at most {MAX_SEQUENCES} (or use another "
+                                f"backend)")
         for label, r, length in zip(labels, requests, lengths):
             need = length + self.sampler.max_new(r.sampling, length)
             if need > self.context:
@@ -204,6 +209,9 @@ def _gguf(spec: ModelSpec) -> Path:
 def _read_target(spec: ModelSpec) -> ModelSpec:
     if spec.model:
         raise SpecError(f"model spec {spec.text!r}: 'llamacpp' takes a GGUF path, not #MODEL")
+    if spec.option("batch_size", 32) > MAX_SEQUENCES:
+        raise SpecError(f"model spec {spec.text!r}: batch_size is at most {MAX_SEQUENCES} on llama.cpp (the sequences "
+                        f"one context holds)")
     if spec.target and not spec.target.endswith(".gguf"):
         raise SpecError(f"model spec {spec.text!r}: give a GGUF file (llamacpp:/path/model.gguf), or no path "
                         f"for the packaged default model")

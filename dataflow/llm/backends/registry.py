@@ -15,6 +15,11 @@ from dataflow.filehash import file_digest
 from dataflow.llm.spec import EXAMPLES, ModelSpec, SpecError, parse_spec
 from dataflow.llm.types import Request, Response
 
+COUNTS = frozenset({"threads", "batch_size", "chunk", "context", "concurrency", "tensor_parallel_size"})
+WHOLE_NUMBERS = frozenset({"retries", "n", "max_model_len"})
+NUMBERS = frozenset({"timeout", "backoff", "gpu_memory_utilization"})
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
 
 class Backend(Protocol):
     """A loaded model. The client sends it requests that missed the cache, in chunks."""
@@ -71,7 +76,28 @@ def resolve_spec(text: str) -> ModelSpec:
     if unknown:
         raise SpecError(f"model spec {text!r}: unknown option(s) {unknown}; '{spec.scheme}' takes "
                         f"{sorted(kind.options)}")
+    for name, value in spec.options.items():
+        if problem := _value_problem(name, value):
+            raise SpecError(f"model spec {text!r}: option {name}={value!r} {problem}")
     return kind.read_target(spec)
+
+
+def _value_problem(name: str, value: str) -> str | None:
+    """What is wrong with an option's value, if anything (options not listed here take any text)."""
+    if name in COUNTS and not (value.isdigit() and int(value) > 0):
+        return f"must be a whole number of at least 1, e.g. {name}=2"
+    if name in WHOLE_NUMBERS and not value.isdigit():
+        return f"must be a whole number, e.g. {name}=2"
+    if name in NUMBERS:
+        try:
+            if float(value) >= 0:
+                return None
+        except ValueError:
+            pass
+        return f"must be a number of at least 0, e.g. {name}=1.5"
+    if name == "dtype" and value not in DTYPES:
+        return f"must be one of {', '.join(DTYPES)} (weights are not quantized by an option)"
+    return None
 
 
 def as_spec(model: str | ModelSpec) -> ModelSpec:
