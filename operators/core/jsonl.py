@@ -524,12 +524,11 @@ def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
     """The good lines of a JSONL file, and the rejects (with ``on_error='reject'``) of the others.
     A file the first pass finds plain is scanned by polars as it is; the good lines of any other
     are written as Parquet parts under ``scratch`` and scanned."""
-    import pyarrow.parquet as pq  # here, not at the top: a build that reads no JSONL starts without pyarrow
-
     survey = survey_jsonl(path, where, on_error)
     if (schema := plain_schema(path, where, on_error, survey)) is not None:
         return pl.scan_ndjson(path, schema=schema).with_row_index(NUMBER, offset=1) \
             .with_columns(pl.col(NUMBER).cast(pl.Int64)), []
+    import pyarrow.parquet as pq  # here, not at the top: only the parts need it, and a build starts without it
     chunks, rejects = good_lines(path, where, on_error, node, survey=survey)
     parts: list[Path] = []
     writer = None
