@@ -4,7 +4,8 @@ through a real OpenAI-compatible server, in one table.
     python benchmarks/judge.py --path local            # the transformers backend, in process
     python benchmarks/judge.py --path server           # llama.cpp's server (llama-cpp-python[server])
                                                        # on the packaged GGUF, started on 127.0.0.1
-    python benchmarks/judge.py --path server --label before   # run with an older dataflow installed
+    python benchmarks/judge.py --path server --label before   # with an older dataflow first on the path
+    python benchmarks/judge.py --redraw                # the section again, from the kept runs
 
 pipelines/data/judge_pairs.jsonl holds 60 (prompt, good, bad) pairs, the bad answer a corrupted
 copy of the good one. The pointwise judge ranks a pair right when it scores good above bad; the
@@ -12,8 +13,8 @@ pairwise judge when its verdict (both orders must agree) picks good, or, weighte
 probability of the good answer (mean of both orders) is above one half. Half the pairs show the
 good answer second, so position bias cannot pass for accuracy. Also reported: the share of
 invalid judge replies (retried, then rejected), ties and the pairwise judge's position bias.
-Each run's figures are kept in benchmarks/data/judge_runs/<label>-<path>.json (the dataflow
-code that ran is the label's), and the section shows every kept run.
+Each run's figures are kept in benchmarks/judge_runs/<label>-<path>.json (the dataflow code that
+ran is the label's; committed, so one run can be redone alone), and the section shows every kept run.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import polars as pl
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from results import load, run_facts, write_section  # noqa: E402
+from results import load, machine, settle, threads, write_section  # noqa: E402
 
+import dataflow  # noqa: E402
 from dataflow import Pipeline  # noqa: E402
 from dataflow.build import build  # noqa: E402
 from dataflow.catalog import query  # noqa: E402
@@ -44,11 +46,12 @@ from dataflow.operators import JudgeScore, PairwiseJudge  # noqa: E402
 from dataflow.progress import Progress  # noqa: E402
 
 PAIRS = HERE.parent / "pipelines" / "data" / "judge_pairs.jsonl"
-RUNS = HERE / "data" / "judge_runs"
+RUNS = HERE / "judge_runs"
 
 
 def metrics(out: Path, node: str) -> dict:
-    return query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0]
+    value = query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0]
+    return json.loads(value) if isinstance(value, str) else value  # older code's catalog gives JSON text
 
 
 def run(model: str, limit: int, out: Path) -> dict:
@@ -151,35 +154,57 @@ def table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--path", choices=("local", "server"), default="local")
-    parser.add_argument("--label", default="after", help="names the dataflow code that runs (e.g. before, after)")
-    parser.add_argument("--limit", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=2, help="threads of the server")
-    args = parser.parse_args()
+def code_version() -> str:
+    """The commit of the dataflow code this process imports, marked when its files differ from it."""
+    root = Path(dataflow.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "dataflow", "operators", "schemas")
+    return f"{git('rev-parse', '--short', 'HEAD')}{' with uncommitted changes' if changed else ''} ({root})"
+
+
+def record(args: argparse.Namespace) -> None:
+    """Run the judges once and keep the run's figures in RUNS."""
     out = HERE / "data" / "judge_out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     os.environ["DATAFLOW_LLM_CACHE"] = str(out / "llm_cache.sqlite")  # a cold request cache
+    os.environ["DATAFLOW_TORCH_THREADS"] = str(args.threads)  # not the cores minus the load at the start
+    settle()
     load_before = load()
     if args.path == "server":
         with llama_server(args.threads) as model:
             result = run(model, args.limit, out)
     else:
         result = run("local", args.limit, out)
+    engine = "torch" if args.path == "local" else "llama.cpp server"
     result.update(label=args.label, path=args.path, load=f"{load_before} before, {load()} after",
-                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                  threads=f"{args.threads} ({engine}); {threads()}", command=f"python {' '.join(sys.argv)}",
+                  code=code_version(), machine=machine(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / f"{args.label}-{args.path}.json").write_text(json.dumps(result, indent=1))
 
-    runs = sorted((json.loads(f.read_text()) for f in RUNS.glob("*.json")), key=lambda r: (r["path"], r["label"] != "before"))
-    lines = [*run_facts(),
-             f"- {args.limit} labelled pairs from pipelines/data/judge_pairs.jsonl, cold request cache; `local` is the "
-             f"transformers backend, `server` llama.cpp's server (llama-cpp-python) on the packaged GGUF with "
-             f"{args.threads} threads. A pair counts as wrong when it is tied or could not be judged. Build seconds are "
-             f"wall time and depend on the load (quality figures do not).",
-             *[f"- {r['label']}, {r['path']}: {r['date']}, model `{r['model']}`, load {r['load']}"
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", choices=("local", "server"), default="local")
+    parser.add_argument("--label", default="after", help="names the dataflow code that runs (e.g. before, after)")
+    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2, help="threads of the model: torch's (local) or the server's")
+    parser.add_argument("--redraw", action="store_true", help="only rewrite the section from the kept runs")
+    args = parser.parse_args()
+    if not args.redraw:
+        record(args)
+    runs = sorted((json.loads(f.read_text()) for f in RUNS.glob("*.json")),
+                  key=lambda r: (r["path"], r["label"] != "before"))
+    lines = [f"- {runs[0]['pairs']} labelled pairs from pipelines/data/judge_pairs.jsonl, cold request cache; `local` is "
+             f"the transformers backend, `server` llama.cpp's server (llama-cpp-python) on the packaged GGUF. "
+             f"A pair counts as wrong when it is tied or could not be judged. Build seconds are wall time and depend "
+             f"on the load (quality figures do not).",
+             *[f"- {r['label']}, {r['path']}: {r['date']}, `{r['command']}`, dataflow {r['code']}, "
+               f"model `{r['model']}`; machine: {r['machine']}; threads: {r['threads']}; load {r['load']}"
                + (f"; fallback: {r['fallbacks']}" if r.get("fallbacks") else "") for r in runs], "", *table(runs), "",
              "| corruption | " + " | ".join(f"{r['label']}, {r['path']}: pointwise / pairwise" for r in runs) + " |",
              "| --- " * (len(runs) + 1) + "|"]
