@@ -4,8 +4,6 @@ from dataflow.memory import release_freed_pages
 
 release_freed_pages()  # before anything imports polars
 
-import numpy  # noqa: E402, F401  (first: imported under polars' typing patches it took 2-3x as long, ~50 ms)
-
 from dataflow.errors import CompileError, DataflowError, GateError, RowError
 from dataflow.operator import Context, Operator, Rejection, Result
 from dataflow.operators.core.functions import batch_op, global_op, row_op

@@ -42,7 +42,7 @@ from dataflow.dtypes import matches
 from dataflow.fingerprint import digest
 from dataflow.operator import Context, missing_or_mistyped
 from dataflow.operators.core.validate import Validate
-from dataflow.operators.text import column_text, distinct_n
+from dataflow.operators.columns import column_text
 from dataflow.progress import Progress
 from dataflow.records import GateResult, NodeStats, manifest_gates, node_rows
 from dataflow.schemas import MESSAGES, SCHEMAS
@@ -179,6 +179,8 @@ def reject_share(rows: pl.LazyFrame, stats: NodeStats) -> tuple[float | None, st
 
 def distinct_2(rows: pl.LazyFrame, stats: NodeStats, column: str) -> tuple[float | None, str]:
     """Distinct-2 of a column's texts: its strings, or each conversation's assistant turns."""
+    from dataflow.operators.text import distinct_n  # NumPy, imported only for this gate
+
     dtype = rows.collect_schema()[column]
     texts = rows.select(column_text(column, dtype, roles=("assistant",)).alias("text")).collect()["text"]
     value = distinct_n(texts, 2)

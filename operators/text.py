@@ -1,7 +1,7 @@
-"""The shared text kernel of the operator families: text views of columns, normalized texts,
-tokens, n-gram hashes, distinct-n, connected components, and an exact ROUGE-L novelty index. Every
-function here is vectorized over a batch of documents (NumPy/Polars), and the index compares in
-compiled code; none knows about nodes or the engine.
+"""The shared text kernel of the operator families: normalized texts, tokens, n-gram hashes,
+distinct-n, connected components, and an exact ROUGE-L novelty index (text views of columns are in
+``columns``, which needs no NumPy). Every function here is vectorized over a batch of documents
+(NumPy/Polars), and the index compares in compiled code; none knows about nodes or the engine.
 
 Documents are held as one flat token array with a length per document; ``ngram_hashes`` is the one
 place that turns it into n-grams, so no operator can let one document's n-grams run into the next.
@@ -22,24 +22,6 @@ from rapidfuzz.distance import LCSseq
 
 KEEP_RULES = ("lowest_id", "longest", "highest_score")
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def column_text(name: str, dtype: pl.DataType, roles: tuple[str, ...] = ()) -> pl.Expr:
-    """A string view of a column: strings as they are, conversations as 'role: content' lines
-    (with ``roles``, only the content of those turns, e.g. ``("assistant",)``), other nested
-    values as JSON."""
-    if dtype == pl.String():
-        return pl.col(name)
-    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
-        if roles:
-            chosen = pl.element().filter(pl.element().struct.field("role").is_in(list(roles)))
-            return pl.col(name).list.eval(chosen.struct.field("content")).list.join("\n")
-        turn = pl.concat_str(pl.element().struct.field("role"), pl.lit(": "),
-                             pl.element().struct.field("content"))
-        return pl.col(name).list.eval(turn).list.join("\n")
-    if isinstance(dtype, (pl.Struct, pl.List, pl.Array)):
-        return pl.struct(pl.col(name)).struct.json_encode()
-    return pl.col(name).cast(pl.String)
 
 
 def starts_of(counts: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ def layer(module: str) -> str:
         return "schemas"
     if module.startswith("dataflow.llm"):
         return "llm"
-    if module == "dataflow.operators.text":
+    if module in ("dataflow.operators.text", "dataflow.operators.columns"):
         return "text"
     if module.startswith("dataflow.operators.core"):
         return "core"

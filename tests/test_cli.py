@@ -127,6 +127,18 @@ p.output("result", kept.dedup("text", name="deduped"))
 '''
 
 
+def test_a_build_starts_its_first_node_before_importing_numpy_or_pyarrow(tmp_path):
+    """Start-up (issue 17): NumPy and pyarrow, ~0.2 s of imports, load when a node needs them, not before."""
+    (tmp_path / "rows.jsonl").write_text('{"text": "a", "n": 1}\n')
+    (tmp_path / "light.py").write_text(LIGHT_PIPELINE)
+    script = ("import os, sys; from dataflow.executors.local import LocalExecutor; "
+              "LocalExecutor._build = lambda self, name: (print(sorted({'numpy', 'pyarrow'} & set(sys.modules)), "
+              "flush=True), os._exit(0)); from dataflow.cli import main; main(['build', 'light.py', '--out', 'out'])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_a_build_without_models_imports_no_model_ray_or_duckdb_library_nor_the_llm_layer(tmp_path):
     (tmp_path / "rows.jsonl").write_text('{"text": "a", "n": 1}\n{"text": "b", "n": 2}\n{"text": "b", "n": 3}\n')
     (tmp_path / "light.py").write_text(LIGHT_PIPELINE)

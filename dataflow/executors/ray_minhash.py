@@ -47,7 +47,8 @@ import pyarrow.parquet as pq
 
 from dataflow.executors.ray_tasks import REJECTS_CODEC, ROW, NodeJob, write_atomically
 from dataflow.operator import Context, normalized_rejects
-from dataflow.operators.text import choose_survivors, column_text, components, prepared_texts, starts_of
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import choose_survivors, components, prepared_texts, starts_of
 from dataflow.store import DATA, REJECTS
 
 PART, BAND, KEY = "__dataflow_part", "__dataflow_band", "__dataflow_key"

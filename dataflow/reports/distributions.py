@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dataflow.operators.text import column_text
+from dataflow.operators.columns import column_text
 from dataflow.reports.stored import StoredBuild
 
 BINS = 30

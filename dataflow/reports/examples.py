@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from dataflow.operators.text import column_text
+from dataflow.operators.columns import column_text
 from dataflow.reports.stored import StoredBuild
 
 PER_REASON = 3  # sampled rejects shown per reason

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text
+from dataflow.operators.columns import column_text
 
 NORMALIZATIONS = ("nfkc", "case", "punctuation", "whitespace")
 _KEY = "__dataflow_key"

@@ -31,7 +31,8 @@ import polars as pl
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, ngram_hashes, prepared_texts, starts_of, token_hashes
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import ngram_hashes, prepared_texts, starts_of, token_hashes
 
 EVAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
 _SEED = 11

@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, distinct_n
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import distinct_n
 
 
 def mean_pairwise_distance(vectors: np.ndarray) -> float | None:

@@ -19,7 +19,8 @@ import numpy as np
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text, ngram_hashes
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import ngram_hashes
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 REFUSAL_PHRASES = (

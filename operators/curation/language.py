@@ -22,7 +22,7 @@ import polars as pl
 
 from dataflow.filehash import file_digest
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text
+from dataflow.operators.columns import column_text
 
 UNDETERMINED = "und"
 # The model's ISO 639-3 labels whose macrolanguage has an ISO 639-1 code (or that have one themselves).

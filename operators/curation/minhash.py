@@ -54,8 +54,9 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import (GOLDEN, KEEP_RULES, choose_survivors, column_text, components, mix64,
-                                     ngram_hashes, prepared_texts, starts_of, token_hashes)
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import (GOLDEN, KEEP_RULES, choose_survivors, components, mix64, ngram_hashes,
+                                     prepared_texts, starts_of, token_hashes)
 
 EMPTY = np.uint32(0xFFFFFFFF)
 _ROUTE_ATTEMPTS = 2  # optimal-densification attempts before rotation

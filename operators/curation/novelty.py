@@ -22,7 +22,8 @@ from typing import Any
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result, rejects_frame
-from dataflow.operators.text import NoveltyIndex, column_text, rouge_tokens
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import NoveltyIndex, rouge_tokens
 
 _DETAIL_CHARS = 100
 

