@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pyarrow is imported where it is used: `dataflow build` star
 
 FINGERPRINT_FILE = ".fingerprint"
 ARROW_SCHEMA = "ARROW:schema"  # the footer key where Parquet readers find a file's Arrow types
+REJECTS_CODEC = "lz4"  # rejects are written every build and read rarely: lz4 writes faster than zstd
+DATA_ZSTD_LEVEL = 1  # node data: ~15% faster to write than polars' default level (3), ~3% larger
 PLAIN_TYPES = (pl.String, pl.Binary, pl.Boolean, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16,
                pl.UInt32, pl.UInt64, pl.Float32, pl.Float64)
 
@@ -81,6 +83,19 @@ def _write_data(store: Store, fingerprint: str, target: Path) -> None:
             if len(rejected):
                 table = table.filter(pc.invert(pc.is_in(table["id"], value_set=rejected)))
             writer.write_table(table.cast(standard))
+
+
+def data_sink(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    """The lazy sink of a node's data file, as every executor writes it: zstd level 1, and standard Arrow types
+    declared in the footer where the schema allows (so an output of the node is a copy of the file)."""
+    metadata = standard_metadata(frame.collect_schema())
+    return frame.sink_parquet(path, compression="zstd", compression_level=DATA_ZSTD_LEVEL, metadata=metadata,
+                              lazy=True)
+
+
+def rejects_sink(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    """The lazy sink of a node's rejects file, as every executor writes it."""
+    return frame.sink_parquet(path, compression=REJECTS_CODEC, lazy=True)
 
 
 def standard_metadata(schema: pl.Schema) -> dict[str, str] | None:

@@ -48,10 +48,13 @@ def built(pipeline: Pipeline, out: Path, executor: str, progress: Progress | Non
     return report, log.getvalue()
 
 
-def stored(out: Path) -> dict[str, dict[str, pl.DataFrame]]:
-    """Every node in a store, by fingerprint: its data and rejects as frames."""
-    return {entry.name: {f: pl.read_parquet(entry / f) for f in (DATA, REJECTS) if (entry / f).exists()}
-            for entry in Store(out).cache.iterdir()}
+def stored(out: Path) -> dict[str, dict[str, tuple[pl.DataFrame, object]]]:
+    """Every node in a store, by fingerprint: its data and rejects as frames, each with the Arrow schema that
+    other readers see (the types its footer declares)."""
+    import pyarrow.parquet as pq
+
+    return {entry.name: {f: (pl.read_parquet(entry / f), pq.read_schema(entry / f)) for f in (DATA, REJECTS)
+                         if (entry / f).exists()} for entry in Store(out).cache.iterdir()}
 
 
 def assert_same_store(local: Path, distributed: Path) -> None:
@@ -59,8 +62,9 @@ def assert_same_store(local: Path, distributed: Path) -> None:
     assert ours.keys() == theirs.keys()  # the same fingerprints
     for fingerprint, files in ours.items():
         assert files.keys() == theirs[fingerprint].keys(), fingerprint
-        for name, frame in files.items():
-            assert frame.equals(theirs[fingerprint][name]), (fingerprint, name)  # same rows, same order
+        for name, (frame, schema) in files.items():
+            assert frame.equals(theirs[fingerprint][name][0]), (fingerprint, name)  # same rows, same order
+            assert schema.remove_metadata() == theirs[fingerprint][name][1].remove_metadata(), (fingerprint, name)
 
 
 def example(file: str, **params) -> Pipeline:

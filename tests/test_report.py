@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import math
+import random
 import re
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 import vl_convert
 
 from conftest import EXAMPLES
-from dataflow import DataflowError, Pipeline, row_op
+from dataflow import DataflowError, Pipeline, Rejection, row_op
 from dataflow.build import build
 from dataflow.operators import PreferencePairs, PyramidSample, ToConversation
 from dataflow.progress import Progress
@@ -415,6 +416,29 @@ def test_reject_and_output_samples_are_seeded_and_come_from_the_right_rows(tmp_p
     output = pl.read_parquet(out / "kept" / "data.parquet")
     shown = {(str(r["n"]), r["text"]) for r in output.iter_rows(named=True)}
     assert len(samples["kept"]) == 3 and all((s["n"], s["text"]) in shown for s in samples["kept"])
+
+
+def test_samples_of_a_node_with_many_reasons_are_the_lowest_seeded_hashes_in_id_order(tmp_path):
+    def odd_rejected(row):
+        if row["n"] % 2:
+            raise Rejection(f"odd {row['n'] % 3}")
+        return {"half": row["n"] // 2}
+
+    rows = [{"n": n} for n in random.Random(5).sample(range(6000), 6000)]
+    p = Pipeline("reasons")
+    p.output("kept", p.from_rows(rows, name="rows").map(odd_rejected, outputs={"half": int}, on_error="reject",
+                                                        name="halved"))
+    out = tmp_path / "out"
+    build(p, out, Progress(io.StringIO()))
+    stored = StoredBuild(read_manifest(out), out)
+    groups, _ = examples.reject_groups(stored)
+    rejects = stored.rejects("halved").collect()
+    by_hand = {}
+    for reason in ("odd 0", "odd 1", "odd 2"):
+        ids = rejects.filter(pl.col("reason") == reason)["id"]
+        lowest = ids.gather(ids.hash(examples.SEED).arg_sort().head(examples.PER_REASON)).to_list()
+        by_hand[reason] = (len(ids), sorted(lowest))
+    assert {g.reason: (g.count, [e["id"] for e in g.examples]) for g in groups} == by_hand
 
 
 def test_samples_pick_every_row_as_often(tmp_path, monkeypatch):

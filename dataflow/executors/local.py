@@ -24,14 +24,12 @@ import polars as pl
 from dataflow.compiler import CompiledPipeline
 from dataflow.errors import DataflowError
 from dataflow.operator import SCRATCH, Context, Kind, Result, ViewOperator, normalized_rejects
-from dataflow.outputs import standard_metadata
+from dataflow.outputs import data_sink, rejects_sink
 from dataflow.progress import Progress
 from dataflow.records import NodePlan, NodeStats, cached_stats, node_rows, write_node_meta
 from dataflow.store import DATA, REJECTS, Store
 
 STAGE = "__dataflow_stage"
-REJECTS_CODEC = "lz4"  # rejects are written every build and read rarely: lz4 writes faster than zstd
-DATA_ZSTD_LEVEL = 1  # node data: ~15% faster to write than polars' default level (3), ~3% larger
 
 
 @dataclass
@@ -145,11 +143,8 @@ class LocalExecutor:
         sinks = []
         if result.rejects is not None:
             rejects = normalized_rejects(result.rejects, name)
-            sinks.append(rejects.sink_parquet(ctx.workdir / REJECTS, compression=REJECTS_CODEC, lazy=True))
-        output = result.output.lazy()
-        metadata = standard_metadata(output.collect_schema())  # so its output is a copy of the file
-        sinks.append(output.sink_parquet(ctx.workdir / DATA, compression="zstd", compression_level=DATA_ZSTD_LEVEL,
-                                         metadata=metadata, lazy=True))
+            sinks.append(rejects_sink(rejects, ctx.workdir / REJECTS))
+        sinks.append(data_sink(result.output.lazy(), ctx.workdir / DATA))
         return sinks
 
     def _failure(self, name: str, exc: BaseException) -> BaseException | None:
@@ -185,7 +180,7 @@ class LocalExecutor:
                 pending[view].reject_constants = {"node": view, **op.reject_labels(),
                                                   **({} if per_row else {"score": None})}
                 rejects = marked.filter(pl.col(STAGE) == stage).select("id", **per_row)
-                sinks.append(rejects.sink_parquet(pending[view].tmp / REJECTS, compression=REJECTS_CODEC, lazy=True))
+                sinks.append(rejects_sink(rejects, pending[view].tmp / REJECTS))
                 done.add(view)
         return sinks
 

@@ -37,11 +37,12 @@ from dataflow.executors.ray_cluster import check_shippable, cluster_address, clu
 from dataflow.executors.ray_dedup import shuffle_dedup
 from dataflow.executors.ray_llm import model_specs, sharded_models
 from dataflow.executors.ray_minhash import minhash_dedup
-from dataflow.executors.ray_tasks import REJECTS_CODEC, NodeJob, StoredInput, merged_metrics, row_ranges
+from dataflow.executors.ray_tasks import NodeJob, StoredInput, merged_metrics, row_ranges
 from dataflow.operator import Context, Kind, Operator, normalized_rejects
 from dataflow.operators.core.combine import Concat
 from dataflow.operators.core.dedup import ExactDedup
 from dataflow.operators.core.sampling import Sample, SplitPart
+from dataflow.outputs import data_sink, rejects_sink
 from dataflow.progress import Progress
 from dataflow.records import NodePlan, NodeStats
 from dataflow.store import DATA, REJECTS, Store
@@ -145,9 +146,9 @@ class RayExecutor(LocalExecutor):
         done.sort(key=lambda part: part["start"])
         tmp = Path(job.workdir)
         data = [pl.scan_parquet(job.part(p["start"], "data.parquet")) for p in done]
-        sinks = [pl.concat(data).sink_parquet(tmp / DATA, compression="zstd", lazy=True)]
+        sinks = [data_sink(pl.concat(data), tmp / DATA)]
         if rejects := [pl.scan_parquet(job.part(p["start"], "rejects.parquet")) for p in done if p["rejects"]]:
-            sinks.append(pl.concat(rejects).sink_parquet(tmp / REJECTS, compression=REJECTS_CODEC, lazy=True))
+            sinks.append(rejects_sink(pl.concat(rejects), tmp / REJECTS))
         pl.collect_all(sinks, engine="streaming")
         return merged_metrics([p["metrics"] for p in done])
 
@@ -156,9 +157,8 @@ class RayExecutor(LocalExecutor):
         rejects = shuffle_dedup(job, self._ranges(job), self._cpus(), MAX_RETRIES)
         tmp = Path(job.workdir)
         kept = job.inputs[0].frame().filter(~pl.col("id").is_in(rejects.get_column("id").implode()))
-        pl.collect_all([kept.sink_parquet(tmp / DATA, compression="zstd", lazy=True),
-                        normalized_rejects(rejects, job.node).sink_parquet(tmp / REJECTS, compression=REJECTS_CODEC,
-                                                                            lazy=True)], engine="streaming")
+        rejects = normalized_rejects(rejects, job.node)
+        pl.collect_all([data_sink(kept, tmp / DATA), rejects_sink(rejects, tmp / REJECTS)], engine="streaming")
         self.progress.advance(job.node, job.rows_in or 0)
         return {}
 

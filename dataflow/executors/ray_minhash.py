@@ -45,10 +45,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataflow.executors.ray_tasks import REJECTS_CODEC, ROW, NodeJob, write_atomically
+from dataflow.executors.ray_tasks import ROW, NodeJob, write_atomically
 from dataflow.operator import Context, normalized_rejects
 from dataflow.operators.columns import column_text
 from dataflow.operators.text import choose_survivors, components, prepared_texts, starts_of
+from dataflow.outputs import data_sink, rejects_sink
 from dataflow.store import DATA, REJECTS
 
 PART, BAND, KEY = "__dataflow_part", "__dataflow_band", "__dataflow_key"
@@ -121,7 +122,7 @@ class MinHashJob:
                              SCORE: np.zeros(table.height) if scores is None else scores,
                              SIGNATURE: pl.Series(sig, dtype=pl.Array(pl.UInt32, op.num_perm)),
                              SHINGLES: pl.from_arrow(pa.LargeListArray.from_arrays(offsets, pa.array(shingles)))})
-        write_atomically(docs, self.job.part(start, DOCS), "zstd")
+        write_atomically(docs, self.job.part(start, DOCS))
         self.write_band_keys(start, table.select(ROW, "id"), prepared, sig, counts)
         return table.height
 
@@ -353,9 +354,7 @@ class Plan:
             pl.col("cluster_id").fill_null(pl.col("id")), pl.col("cluster_size").fill_null(1)).drop(ROW, REMOVED)
         rejects = normalized_rejects(self.op._rejects(ids, clusters, removed), self.job.job.node)
         workdir = Path(self.job.job.workdir)
-        pl.collect_all([kept.sink_parquet(workdir / DATA, compression="zstd", lazy=True),
-                        rejects.sink_parquet(workdir / REJECTS, compression=REJECTS_CODEC, lazy=True)],
-                       engine="streaming")
+        pl.collect_all([data_sink(kept, workdir / DATA), rejects_sink(rejects, workdir / REJECTS)], engine="streaming")
 
 
 def minhash_dedup(job: NodeJob, ranges: list[tuple[int, int]], partitions: int, max_retries: int,

@@ -11,17 +11,17 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.executors.ray_cluster import cluster_error
 from dataflow.operator import SCRATCH, Context, Operator, Result, normalized_rejects
+from dataflow.outputs import data_sink, rejects_sink
 from dataflow.records import read_node_meta
 from dataflow.store import DATA, REJECTS, Store
 
-REJECTS_CODEC = "lz4"  # as the local executor writes them
 ROW = "__dataflow_row"  # a row's index in the stored node its rows come from
 PARTS = "parts"  # the ranges' files, under the node's scratch directory
 
@@ -90,18 +90,20 @@ def merged_metrics(reports: list[str]) -> dict[str, Any]:
     return metrics
 
 
-def write_atomically(frame: pl.LazyFrame | pl.DataFrame, path: Path, codec: str) -> None:
+def write_atomically(frame: pl.LazyFrame | pl.DataFrame, path: Path,
+                     sink: Callable[[pl.LazyFrame, Path], pl.LazyFrame] = data_sink) -> None:
+    """Write ``frame`` to ``path`` by ``sink`` (``data_sink`` or ``rejects_sink``), whole or not at all."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
-    frame.lazy().sink_parquet(partial, compression=codec)
+    sink(frame.lazy(), partial).collect(engine="streaming")
     os.replace(partial, path)
 
 
 def write_result(result: Result, node: str, data: Path, rejects: Path) -> bool:
     """Write an operator's output and rejects; whether it had rejects."""
-    write_atomically(result.output, data, "zstd")
+    write_atomically(result.output, data)
     if result.rejects is None:
         return False
-    write_atomically(normalized_rejects(result.rejects, node), rejects, REJECTS_CODEC)
+    write_atomically(normalized_rejects(result.rejects, node), rejects, rejects_sink)
     return True
 
 

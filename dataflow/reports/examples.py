@@ -60,14 +60,15 @@ def reject_groups(build: StoredBuild) -> tuple[list[RejectGroup], dict[str, int]
 def _reasons(build: StoredBuild, name: str, rejects: pl.LazyFrame) -> list[tuple[str | None, int, list[dict]]]:
     """(reason, count, sampled rejects) of a node, most frequent first. A node with one reason (a filter)
     is counted from its file's footer and sampled at seeded positions; others are grouped by reason, each
-    sampled by a seeded hash of the ids."""
+    sampled by a seeded hash of the ids and shown in id order."""
     shown = rejects.select("id", "detail", "score")
     if "reason" in (one := build.one_valued_rejects(name)):
         count = shown.select(pl.len()).collect().item()
         return [(one["reason"], count, sampled(shown, PER_REASON).to_dicts())] if count else []
-    sample = pl.struct("id", "detail", "score").bottom_k_by(pl.col("id").hash(SEED), PER_REASON)
-    return list(rejects.group_by("reason").agg(pl.len().alias("n"), sample.alias("examples"))
-                .sort(["n", "reason"], descending=[True, False]).collect().iter_rows())
+    sample = pl.struct("id", "detail", "score").bottom_k_by(pl.col("id").hash(SEED), PER_REASON)  # in no set order
+    table = rejects.group_by("reason").agg(pl.len().alias("n"), sample.alias("examples")) \
+        .sort(["n", "reason"], descending=[True, False]).collect()
+    return [(reason, n, sorted(shown, key=lambda e: e["id"])) for reason, n, shown in table.iter_rows()]
 
 
 def sampled(frame: pl.LazyFrame, k: int) -> pl.DataFrame:
