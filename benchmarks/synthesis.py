@@ -57,6 +57,10 @@ def main() -> None:
     parser.add_argument("--target", type=int, default=24)
     args = parser.parse_args()
     settle()
+    from dataflow.llm.backends.decoding import default_threads
+
+    # every build loads the model itself: pinned, so the load the first build leaves does not cut the second's threads
+    os.environ["DATAFLOW_TORCH_THREADS"] = str(default_threads())
     before = load()
     lines = ["| operator | instructions kept | model calls | cold build s | instructions/min | warm `--rebuild` s | "
              "calls on rebuild |", "|---|---|---|---|---|---|---|"]

@@ -13,7 +13,8 @@ sides in this one process, with the same torch threads (--threads, default what 
 backend would take now), loaded once before timing; nothing is downloaded. Repeats alternate which
 side runs first; with --repeats > 1 the table shows medians.
 
-Self-Instruct, --calls model calls each. dataflow: ``SelfInstruct(instances=False)`` in a Pipeline
+Self-Instruct, --calls model calls each. dataflow: ``SelfInstruct(instances=False)`` in its default
+style (``list``: the model continues a numbered list) and in ``style="json"``, each in a Pipeline
 built into a temp dir with a fresh request cache ($DATAFLOW_LLM_CACHE), ``prompts_per_round`` x
 ``max_rounds`` = calls (8 prompts a round where calls allow), its default ``per_prompt``, ``target`` and
 ``min_new`` out of the way so every round runs, ``max_attempts=--attempts`` (default 1, so no retry
@@ -21,7 +22,7 @@ spends calls beyond the budget; the operator's default is 3); its calls are the 
 metric in the build records. distilabel: ``distilabel.steps.tasks.SelfInstruct`` (default template
 and criteria, ``num_instructions`` = dataflow's ``per_prompt``) on ``distilabel.models.TransformersLLM``,
 used standalone as its
-docstring shows (``load()``, ``next(process(inputs))``); call k's ``input`` is the six seed tasks
+docstring shows (``load()``, ``next(process(inputs))``); call k's ``input`` is the seed tasks
 that dataflow's prompt k showed (the same seeded sample), one per line. Its calls are counted in a
 subclass of TransformersLLM (inputs x num_generations per ``generate``).
 
@@ -37,7 +38,8 @@ Sampling: dataflow's operator defaults (``SI_SAMPLING``, ``EVOL_SAMPLING``; Evol
 get ``response_tokens``, its check temperature 0 and 16 tokens) and the same temperature, top_p and token budget for distilabel, whose single
 ``generation_kwargs`` serve rewrites and answers alike (so its answers get 384), with
 ``repetition_penalty=1.0`` and ``top_k=0`` (dataflow's sampler has neither; distilabel's default
-penalty is 1.1). dataflow decodes under a JSON schema (constrained decoding) and batches 32 sequences;
+penalty is 1.1). dataflow's json style and Evol-Instruct decode under a JSON schema (constrained
+decoding); dataflow batches 32 sequences;
 distilabel's TransformersLLM has no structured output by default and its HF pipeline generates one
 prompt at a time.
 
@@ -88,6 +90,10 @@ SEEDS = HERE.parent / "pipelines" / "data" / "seed_tasks.jsonl"
 THRESHOLD, NGRAM, NUM_PERM = 0.8, 3, 128
 # tasks shown and asked per prompt: dataflow's SelfInstruct defaults, both sides
 SEED_EXAMPLES, PER_PROMPT = DataflowSelfInstruct().seed_examples, DataflowSelfInstruct().per_prompt
+SHOWN = SEED_EXAMPLES + DataflowSelfInstruct().generated_examples  # round 1 fills the generated tasks' slots with seeds
+CONTENDERS = {"self_instruct": ("dataflow", "dataflow (paper's header)", "dataflow (json)", "distilabel"),
+              "evol_instruct": ("dataflow", "distilabel")}
+PAPER_HEADER = "Come up with a series of tasks:"
 SI_SAMPLING = {"temperature": DataflowSelfInstruct().temperature, "top_p": DataflowSelfInstruct().top_p,
                "max_new_tokens": DataflowSelfInstruct().max_tokens}  # dataflow's defaults, given to both sides
 EVOL_SAMPLING = {"temperature": DataflowEvolInstruct().temperature, "top_p": DataflowEvolInstruct().top_p,
@@ -106,10 +112,11 @@ def si_shape(calls: int) -> tuple[int, int]:
 
 
 def shown_seeds(seeds: list[tuple[str, str]], seed: int, round_: int, prompt: int) -> list[str]:
-    """The seed tasks dataflow's SelfInstruct shows in prompt ``prompt`` of round ``round_``
-    (its seeded sample, drawn before any generated task)."""
+    """The seed tasks dataflow's SelfInstruct shows in prompt ``prompt`` of round ``round_`` (its
+    seeded sample, drawn before any generated task: all SHOWN in round 1, SEED_EXAMPLES once two
+    tasks are kept)."""
     chooser = random.Random(f"{seed}/{round_}/{prompt}")
-    return [text for _, text in chooser.sample(seeds, min(SEED_EXAMPLES, len(seeds)))]
+    return [text for _, text in chooser.sample(seeds, min(SHOWN if round_ == 1 else SEED_EXAMPLES, len(seeds)))]
 
 
 # -- dataflow -------------------------------------------------------------------------------------------
@@ -120,7 +127,7 @@ def node_metrics(out: Path, node: str) -> dict:
     return query(out, f"select metrics from nodes where name = '{node}'")["metrics"][0]
 
 
-def run_dataflow(task: str, args, repeat: int, spec: str) -> dict:
+def run_dataflow(task: str, args, repeat: int, spec: str, side: str) -> dict:
     from dataflow.operators import EvolInstruct, SelfInstruct
 
     from dataflow import Pipeline
@@ -134,8 +141,10 @@ def run_dataflow(task: str, args, repeat: int, spec: str) -> dict:
         p = Pipeline(f"synthesis_peers_{task}")
         if task == "self_instruct":
             per_round, rounds = si_shape(args.calls)
-            op = SelfInstruct(model=spec, instances=False, target=10**6, min_new=0, per_prompt=PER_PROMPT,
-                              prompts_per_round=per_round, max_rounds=rounds, seed_examples=SEED_EXAMPLES,
+            variant = {"dataflow (json)": {"style": "json"}, "dataflow (paper's header)": {"header": PAPER_HEADER}}
+            options = variant.get(side, {})
+            op = SelfInstruct(model=spec, **options, instances=False, target=10**6, min_new=0,
+                              per_prompt=PER_PROMPT, prompts_per_round=per_round, max_rounds=rounds, seed_examples=SEED_EXAMPLES,
                               max_attempts=args.attempts, seed=repeat)
             source = p.from_rows([{"id": i, "instruction": t} for i, t in seeds], name="seeds")
             units = f"{per_round} prompts x {rounds} rounds"
@@ -283,6 +292,14 @@ def self_instruct_survivors(texts: list[str]) -> list[str]:
     return kept
 
 
+def english_share(texts: list[str]) -> float:
+    """The share of ``texts`` that dataflow's LanguageId (the packaged py3langid model) labels English."""
+    from dataflow.operators.curation.language import identify
+
+    labels, _ = identify(texts)
+    return labels.count("en") / len(texts) if texts else 0.0
+
+
 def measure(task: str, result: dict) -> dict:
     from dataflow.operators.generation.evol import copies_template
 
@@ -298,7 +315,8 @@ def measure(task: str, result: dict) -> dict:
            "per_100": 100 * len(unique) / calls if calls else 0.0,
            "exact_share": 1 - len(unique) / len(texts) if texts else 0.0,
            "near_share": near_duplicates(unique) / len(unique) if unique else 0.0,
-           "pairs": pairs, "max_jaccard": best, "seconds": result["seconds"], "tokens_out": result["tokens_out"]}
+           "pairs": pairs, "max_jaccard": best, "seconds": result["seconds"], "tokens_out": result["tokens_out"],
+           "english": english_share(unique)}
     if task == "self_instruct":
         row["checked"] = len(self_instruct_survivors(unique))
     else:
@@ -322,13 +340,14 @@ def median_row(rows: list[dict]) -> dict:
 def table(task: str, rows: dict[str, dict]) -> list[str]:
     check = "pass SI filters + novelty (/100 calls)" if task == "self_instruct" else "copy prompt / same as parent"
     lines = [(f"| contender | work | model calls | kept | distinct | distinct / 100 calls | exact-dup share | "
-             f"near-dup share (MinHash 0.8) | pairs >= 0.8 (max J) | {check} | tokens out | wall s (runs) |"),
-             "| --- | --- " + "| ---: " * 10 + "|"]
+             f"near-dup share (MinHash 0.8) | pairs >= 0.8 (max J) | {check} | English (langid) | tokens out | "
+             f"wall s (runs) |"), "| --- | --- " + "| ---: " * 11 + "|"]
     for name, r in rows.items():
         runs = ", ".join(f"{s:.0f}" for s in r["runs_s"])
         lines.append(f"| {name} | {r['units']} | {r['calls']:.0f} | {r['kept']:.0f} | {r['distinct']:.0f} | "
                      f"{r['per_100']:.1f} | {100 * r['exact_share']:.1f}% | {100 * r['near_share']:.1f}% | "
-                     f"{r['pairs']:.0f} ({r['max_jaccard']:.2f}) | {checked(task, r)} | {r['tokens_out']:.0f} | "
+                     f"{r['pairs']:.0f} ({r['max_jaccard']:.2f}) | {checked(task, r)} | {100 * r['english']:.0f}% | "
+                     f"{r['tokens_out']:.0f} | "
                      f"{r['seconds']:.0f} ({runs}) |")
     return lines
 
@@ -402,16 +421,15 @@ def main() -> None:
     import distilabel
 
     before = load()
-    results: dict[str, dict[str, list[dict]]] = {t: {"dataflow": [], "distilabel": []} for t in tasks}
+    results: dict[str, dict[str, list[dict]]] = {t: {side: [] for side in CONTENDERS[t]} for t in tasks}
     dumped: dict[str, dict[str, list[list[str]]]] = {}
     for repeat in range(args.repeats):
         for task in tasks:
-            order = ("dataflow", "distilabel") if repeat % 2 == 0 else ("distilabel", "dataflow")
-            for side in order:
+            for side in CONTENDERS[task][::1 if repeat % 2 == 0 else -1]:
                 torch.set_num_threads(threads)
                 started = time.perf_counter()
-                raw = (run_dataflow(task, args, repeat, spec) if side == "dataflow"
-                       else run_distilabel(task, args, repeat, model_dir))
+                raw = (run_distilabel(task, args, repeat, model_dir) if side == "distilabel"
+                       else run_dataflow(task, args, repeat, spec, side))
                 results[task][side].append(measure(task, raw))
                 dumped.setdefault(task, {}).setdefault(side, []).append(raw["texts"])
                 print(f"[synthesis_peers] {task} {side} repeat {repeat}: {raw['calls']} calls, "
@@ -429,12 +447,16 @@ def main() -> None:
     titles = {"self_instruct": "Self-Instruct", "evol_instruct": "Evol-Instruct"}
     notes = {
         "self_instruct": (
-            f"dataflow: `SelfInstruct(instances=False)`, {si_round} prompts x {si_rounds} rounds, {PER_PROMPT} tasks "
-            f"asked per prompt ({SEED_EXAMPLES} seed tasks shown, plus 2 kept tasks from round 2 on), JSON-schema "
-            f"decoding, the paper's "
+            f"dataflow: `SelfInstruct(instances=False)`, {si_round} prompts x {si_rounds} rounds, up to {PER_PROMPT} "
+            f"tasks asked per prompt ({SHOWN} seed tasks shown in round 1; {SEED_EXAMPLES} seed tasks and 2 kept "
+            f"tasks from round 2 on); `dataflow` is the default style (the paper's: the model continues the numbered "
+            f"list as raw text, up to a blank line, under dataflow's header asking for diverse subjects), "
+            f"`dataflow (paper's header)` the same under the paper's `{PAPER_HEADER}`, `dataflow (json)` the chat "
+            f"style (a JSON list of exactly "
+            f"{PER_PROMPT} tasks under the schema); all with the paper's "
             f"filters and ROUGE-L <= 0.7 novelty against seeds and kept tasks, max_attempts={args.attempts}. "
             f"distilabel: `SelfInstruct(num_instructions={PER_PROMPT})` with its default template; each call's context "
-            f"is the {SEED_EXAMPLES} seed tasks dataflow's matching prompt showed; its output is every non-empty "
+            f"is the seed tasks dataflow's matching prompt showed; its output is every non-empty "
             f"line of the reply, "
             f"unfiltered. Both: temperature {SI_SAMPLING['temperature']}, top_p {SI_SAMPLING['top_p']}, "
             f"{SI_SAMPLING['max_new_tokens']} new tokens. `pass SI filters + novelty` runs dataflow's "
@@ -454,7 +476,7 @@ def main() -> None:
             f"equal their parent (WizardLM's rules 4 and 1, the text test only), on both sides."),
     }
     for task in tasks:
-        rows = {side: median_row(results[task][side]) for side in ("dataflow", "distilabel")}
+        rows = {side: median_row(results[task][side]) for side in CONTENDERS[task]}
         lines += [f"**{titles[task]}**", "", *table(task, rows), "", notes[task], ""]
         for side, row in rows.items():
             lines.append(f"- {side} examples (first repeat): " + " / ".join(f"`{t[:90]}`" for t in row["examples"]))
@@ -466,7 +488,9 @@ def main() -> None:
         ">= 0.8 = pairs of distinct instructions whose exact word-3-gram Jaccard is at least 0.8, all pairs checked. "
         "Wall seconds cover generation only (models loaded before timing): dataflow batches 32 sequences in its own "
         "decode loop, distilabel's HF text-generation pipeline decodes one prompt at a time, so wall time compares "
-        "the two runtimes, not the methods. Tokens out: dataflow's `tokens_out` metric, distilabel's statistics.")]
+        "the two runtimes, not the methods. Tokens out: dataflow's `tokens_out` metric, distilabel's statistics. "
+        "English (langid): the share of distinct instructions that dataflow's `LanguageId` (py3langid) labels `en` "
+        "(the seed tasks are English).")]
     body = "\n".join(lines)
     write_section("synthesis-peers", "Self-Instruct and Evol-Instruct: dataflow vs distilabel, same model and "
                   "call budget", body, record=not args.no_record)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from rouge_score import rouge_scorer
@@ -18,8 +20,13 @@ from dataflow.errors import DataflowError
 from dataflow.llm import register_backend
 from dataflow.llm.client import unload_backends
 from dataflow.llm.types import Completion, Response
+from dataflow.operator import Rejection
 from dataflow.operators import (ConstitutionalRevision, EvolInstruct, Magpie, MultiTurnDialogue, SelfInstruct,
                                 ToPreference, TopicTemplate)
+from dataflow.operators.generation.base import Reply
+from dataflow.operators.generation.self_instruct import _instance, _listed_tasks
+
+SEED_FILE = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "seed_tasks.jsonl"
 
 WORDS = ("river", "violin", "tax", "orbit", "garden", "ledger", "poem", "glacier", "compiler", "bakery", "sonnet",
          "harbor", "invoice", "quartz", "lantern", "meadow", "tariff", "galaxy", "pottery", "cipher", "canyon", "ferry",
@@ -32,17 +39,32 @@ def words(key: str, count: int) -> list[str]:
     return [WORDS[b % len(WORDS)] for b in digest[:count]]
 
 
+def proposed(prompt: str) -> list[str]:
+    """The new tasks the scripted model proposes after the numbered tasks of ``prompt``: one novel
+    task, a copy of the first example, and one failing each of three filters of the paper."""
+    shown = re.findall(r"^\d+\. (.*)$", prompt, re.M)
+    fresh = " ".join(words(prompt, 8))
+    return [f"Write a short story that mentions {fresh}.", shown[0], "Draw a picture of a cat.", "Do it",
+            "- list three fruits that are red", f"Classify the mood of {fresh[:20]}."]
+
+
+def continued(prompt: str) -> str:
+    """The scripted model's continuation of a numbered list of tasks (the prompt ends at "N."):
+    the proposed tasks, numbered on, the first written over two lines."""
+    first, *rest = proposed(prompt)
+    start = int(re.search(r"(\d+)\.$", prompt).group(1))
+    head = first.replace(" that ", "\n   that ", 1)
+    return f" {head}" + "".join(f"\n{start + k}. {task}" for k, task in enumerate(rest, 1))
+
+
 def reply(text: str) -> str:
     """What the scripted model writes for one prompt text."""
     if text.startswith("Write one instruction"):
         task = re.search(r"What the instruction should be: (.*)", text).group(1)
         return json.dumps({"instruction": "Hi" if "tax law" in task else f"Please write {task} today."})
     if text.startswith("Here are some example tasks"):
-        shown = re.findall(r"^\d+\. (.*)$", text, re.M)
-        fresh = " ".join(words(text, 8))
-        return json.dumps({"tasks": [f"Write a short story that mentions {fresh}.", shown[0], "Draw a picture of a cat.",
-                                     "Do it", "- list three fruits that are red", f"Classify the mood of {fresh[:20]}."]})
-    if text.startswith("Can the following task"):
+        return json.dumps({"tasks": proposed(text)})
+    if text.startswith("Can the task be regarded"):
         return json.dumps({"classification": "Classify" in text})
     if "This is a classification task" in text:
         return json.dumps({"label": "positive", "input": "What a lovely day."})
@@ -77,12 +99,14 @@ def reply(text: str) -> str:
 
 
 class SynthBackend:
-    """Answers chat requests with ``reply``; a raw prompt (Magpie) with QUERIES by sample."""
+    """Answers chat requests with ``reply``; a raw Self-Instruct list with ``continued``, cut to
+    ``max_tokens`` words; another raw prompt (Magpie) with QUERIES by sample."""
 
     QUERIES = ["How do I bake sourdough bread at home?", "How do I bake sourdough bread at home?",
                "How can I bake sourdough bread at home?", "What is the capital of Peru?", "ok"]
     calls = 0
     raw_prompts: list[str] = []
+    stops: list[tuple[str, ...]] = []  # the stop strings of every raw Self-Instruct list
     asked: list[str] = []  # the last message of every chat request
 
     def __init__(self, spec):
@@ -95,13 +119,20 @@ class SynthBackend:
         SynthBackend.calls += len(requests)
         out = []
         for r in requests:
-            if r.prompt is not None:
+            finish = "stop"
+            if r.prompt is not None and r.prompt.startswith("Come up with a series of diverse tasks"):
+                SynthBackend.asked.append(r.prompt)
+                SynthBackend.stops.append(r.sampling.stop)
+                written = re.findall(r"\s*\S+", continued(r.prompt))
+                finish = "length" if len(written) > r.sampling.max_tokens else "stop"
+                texts = ["".join(written[:r.sampling.max_tokens])] * r.sampling.n
+            elif r.prompt is not None:
                 SynthBackend.raw_prompts.append(r.prompt)
                 texts = [self.QUERIES[(r.sampling.seed + k) % len(self.QUERIES)] for k in range(r.sampling.n)]
             else:
                 SynthBackend.asked.append(r.messages[-1][1])
                 texts = [reply(r.messages[-1][1])] * r.sampling.n
-            out.append(Response([Completion(t, "stop", len(t.split())) for t in texts], 10))
+            out.append(Response([Completion(t, finish, len(t.split())) for t in texts], 10))
         return out
 
 
@@ -112,7 +143,7 @@ MODEL = "synth:"
 @pytest.fixture(autouse=True)
 def _fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
-    SynthBackend.calls, SynthBackend.raw_prompts, SynthBackend.asked = 0, [], []
+    SynthBackend.calls, SynthBackend.raw_prompts, SynthBackend.asked, SynthBackend.stops = 0, [], [], []
     unload_backends()
     yield
     unload_backends()
@@ -172,8 +203,9 @@ SEEDS = ["Write a haiku about the first snow of winter.", "Explain why the sky l
          "Suggest a name for a small coffee shop near the sea.", "Describe how a bill becomes a law in simple words."]
 
 
-def test_self_instruct_rounds_filter_by_the_paper_rules_and_novelty_across_rounds(builder):
-    op = SelfInstruct(model=MODEL, target=6, per_prompt=6, prompts_per_round=2, max_rounds=5)
+@pytest.mark.parametrize("style", ["list", "json"])
+def test_self_instruct_rounds_filter_by_the_paper_rules_and_novelty_across_rounds(builder, style):
+    op = SelfInstruct(model=MODEL, style=style, target=6, per_prompt=6, prompts_per_round=2, max_rounds=5)
     report = build(builder, op, [{"instruction": s} for s in SEEDS])
     out = builder.output("out")
     assert out.height >= 6  # the round that reaches the target keeps all its tasks
@@ -190,11 +222,67 @@ def test_self_instruct_rounds_filter_by_the_paper_rules_and_novelty_across_round
     assert out.filter(out["instruction"].str.starts_with("Classify"))["is_classification"].all()
     assert set(out.filter(out["is_classification"])["output"]) == {"positive"}
     assert all(set(ids) & {f"src-{i}" for i in range(1, 9)} for ids in out["context_ids"])
+    assert out["instruction"].str.starts_with("Write a short story that mentions").sum() >= 2  # the 2-line item
+    assert {len(ids) for ids in out["context_ids"]} == {8}  # 6 seeds and 2 kept tasks, or seeds in their place
     metrics = node_metrics(report)
     assert metrics["stopped"] == "target (6)" and metrics["tasks_kept"] == out.height
     calls = SynthBackend.calls
     build(builder, op, [{"instruction": s} for s in SEEDS], rebuild=("synth",))
     assert SynthBackend.calls == calls  # the rebuild is answered by the request cache
+
+
+def test_a_task_cut_off_by_max_tokens_is_a_reject_and_the_tasks_before_it_are_kept(builder):
+    op = SelfInstruct(model=MODEL, target=1, per_prompt=6, prompts_per_round=1, max_rounds=1, instances=False,
+                      max_tokens=17)  # the scripted list is cut inside its second task
+    build(builder, op, [{"instruction": s} for s in SEEDS])
+    out, rejects = builder.output("out"), builder.rejects("synth")
+    assert out["instruction"].str.starts_with("Write a short story that mentions").all() and out.height == 1
+    assert rejects.select("id", "reason").rows() == [("r1/p0/1", "cut_off")]
+    assert "max_tokens (17)" in rejects["detail"][0]
+    shown = r"(\d\. [^\n]+\n){8}9\."  # 8 numbered tasks, then the number to continue from
+    assert re.fullmatch(rf"Come up with a series of diverse tasks [^\n]+:\n\n{shown}", SynthBackend.asked[0])
+    assert SynthBackend.stops == [("\n\n", "\n15.")]  # a blank line, or item 9 + per_prompt
+
+
+def test_listed_tasks_are_the_numbered_items_of_the_continued_list_in_random_layouts():
+    tasks = [json.loads(line)["instruction"] for line in SEED_FILE.read_text().splitlines()]
+    chooser = random.Random(7)
+    for _ in range(200):
+        items, start = chooser.sample(tasks, chooser.randint(1, 8)), chooser.randint(2, 12)
+        lines = []
+        for k, item in enumerate(items):  # an item over several lines; numbers spaced in several ways
+            words_ = item.split()
+            cut = chooser.randint(1, len(words_))
+            body = " ".join(words_[:cut]) + ("\n" + chooser.choice(["", "  "]) + " ".join(words_[cut:])
+                                             if cut < len(words_) else "")
+            number = "" if k == 0 else f"{chooser.choice(['', ' '])}{start + k}{chooser.choice(['', ' '])}."
+            lines.append(f"{number}{chooser.choice([' ', '  ', chr(9)])}{body}")
+        text = "\n".join(lines)
+        finish = chooser.choice(["stop", "length"])
+        got = _listed_tasks(Reply(text, finish, None, None, MODEL, 0), {"next": start})
+        expected = [" ".join(item.split()) for item in items]  # brute force: the items, whitespace collapsed
+        if finish == "length":
+            expected, cut_off = expected[:-1], expected[-1]
+        else:
+            cut_off = None
+        assert got == {"tasks": expected, "cut_off": cut_off}, text
+
+
+@pytest.mark.parametrize(("text", "classification", "reason"), [
+    ('{"input": "input", "output": "output"}', False, "placeholder_instance"),
+    ('{"input": "", "output": " Output "}', False, "placeholder_instance"),
+    ('{"label": "label", "input": "A fine day."}', True, "placeholder_instance"),
+    ('{"input": "Paris", "output": " "}', False, "empty_output"),
+    ('{"input": " Paris ", "output": "The capital of France."}', False, None)])
+def test_an_instance_that_only_repeats_its_field_names_is_rejected(text, classification, reason):
+    reply = Reply(text, "stop", None, None, MODEL, 0)
+    if reason is None:
+        assert _instance(reply, {"is_classification": classification}) == {"input": "Paris",
+                                                                              "output": "The capital of France."}
+        return
+    with pytest.raises(Rejection) as caught:
+        _instance(reply, {"is_classification": classification})
+    assert caught.value.reason == reason
 
 
 def test_self_instruct_with_no_usable_seed_says_so(builder):
@@ -289,6 +377,7 @@ def revised_column():
 
 @pytest.mark.parametrize("op, message", [
     (SelfInstruct(model=MODEL, target=0), "target must be a positive int, not 0"),
+    (SelfInstruct(model=MODEL, style="chat"), "style must be 'list' .* or 'json'"),
     (EvolInstruct(model=MODEL, operations=("shout",)), "operations must be some of"),
     (TopicTemplate(templates={}, model=MODEL), "give at least one template"),
     (MultiTurnDialogue(model=MODEL, turns=0), "turns must be a positive int"),

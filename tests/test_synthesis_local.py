@@ -44,13 +44,16 @@ def test_topic_template_on_the_default_model_accounts_for_every_instruction(buil
     assert "llm_calls" not in again  # every request answered by the cache
 
 
-FILTERS = ["too_short", "too_long", "blacklisted", "starts_with_punctuation", "non_ascii_start", "not_novel"]
+FILTERS = ["too_short", "too_long", "blacklisted", "starts_with_punctuation", "non_ascii_start", "not_novel",
+           "cut_off"]
 
 
-def test_self_instruct_on_the_default_model(builder):
+@pytest.mark.parametrize("style", ["list", "json"])
+def test_self_instruct_on_the_default_model(builder, style):
     seeds = [{"instruction": t} for t in ("Write a haiku about autumn leaves.", "Explain how a rainbow forms.",
                                           "List three tips for better sleep.", "Translate hello into French.")]
-    op = SelfInstruct(model=MODEL, target=3, per_prompt=4, prompts_per_round=2, max_rounds=2, seed_examples=3)
+    op = SelfInstruct(model=MODEL, style=style, target=3, per_prompt=4, prompts_per_round=2, max_rounds=2,
+                      seed_examples=3)
     out, rejects, metrics = built(builder, op, seeds)
     candidates = rejects.filter(pl.col("id").str.count_matches("/") == 2)  # r<round>/p<prompt>/<index>
     without_instance = candidates.filter(~pl.col("reason").is_in(FILTERS))

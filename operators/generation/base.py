@@ -54,8 +54,8 @@ Messages = tuple[tuple[str, str], ...]  # (role, content) turns
 @dataclass(frozen=True)
 class Ask:
     """One prompt of a row: its messages (or a raw ``prompt`` text, continued with no chat
-    template), how many valid replies it wants from each model, its temperature and token budget
-    when they are not the operator's, and the JSON schema its replies must match."""
+    template), how many valid replies it wants from each model, its temperature, token budget and
+    stop strings when they are not the operator's, and the JSON schema its replies must match."""
 
     messages: Messages
     n: int = 1
@@ -63,6 +63,7 @@ class Ask:
     prompt: str | None = None
     max_tokens: int | None = None
     json_schema: dict | None = None
+    stop: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,8 @@ class LLMOperator(SamplingParameters, Operator):
             changes["max_tokens"] = ask.max_tokens
         if ask.json_schema is not None:
             changes["json_schema"] = schema_text(ask.json_schema)
+        if ask.stop is not None:
+            changes["stop"] = ask.stop
         if attempt == 0:
             return self.sampling(temperature=temperature, **changes)
         return self.sampling(temperature=max(temperature, RETRY_TEMPERATURE),

@@ -1,7 +1,8 @@
 """Self-Instruct (Wang et al. 2022): seed tasks -> rounds of new tasks, each prompt showing seed
-and generated tasks in context; the paper's filters; novelty by ROUGE-L against the seeds and
-every task kept so far, across rounds; then an instance per task (input first, or output first
-for classification tasks). Every dropped task is a reject with its reason."""
+and generated tasks as a numbered list the model continues (or, for chat-only endpoints, a chat
+request answered in JSON); the paper's filters; novelty by ROUGE-L against the seeds and every
+task kept so far, across rounds; then an instance per task (input first, or output first for
+classification tasks). Every dropped task is a reject with its reason."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ from dataflow.operators.text import NoveltyIndex
 # Tasks a text-only model cannot do (the paper's list).
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+# The first line of the list to continue: asking for diverse subjects keeps about a third more tasks per call
+# on the default model than the paper's "Come up with a series of tasks:" (benchmarks/RESULTS.md).
+HEADER = ("Come up with a series of diverse tasks that a user could ask an AI assistant to do, each about a "
+          "different subject:")
 PROPOSE = """Here are some example tasks that a user could ask an AI assistant to do:
 
 {examples}
@@ -38,12 +43,35 @@ Invent {count} more tasks like these, each about a subject that none of the exam
 a different kind of task (writing, classification, reasoning, coding, editing, advice, ...). Each task \
 is one concrete instruction of one or two sentences, addressed to the assistant.
 Reply with JSON: "tasks", the list of the new tasks."""
-CLASSIFY = """Can the following task be regarded as a classification task with a small, finite set of \
-output labels?
+CLASSIFY = """Can the task be regarded as a classification task, whose output is one of a small, finite set of \
+labels?
+
+Task: Write a short speech for a retirement party.
+Classification: No
+
+Task: Tell whether the sentence is written in the past, present or future tense.
+Classification: Yes
+
+Task: Explain how vaccines train the immune system.
+Classification: No
+
+Task: Label the movie review as positive or negative.
+Classification: Yes
+
+Task: Write a JavaScript function that reverses a string.
+Classification: No
+
+Task: Decide if the given word is a noun, a verb or an adjective.
+Classification: Yes
+
+Task: Suggest five names for a bakery.
+Classification: No
+
+Task: Say whether the two sentences mean the same thing: yes or no.
+Classification: Yes
 
 Task: {instruction}
-
-Reply with JSON: "classification" (true or false)."""
+Classification:"""
 INPUT_FIRST = """Task: {instruction}
 
 Write one example of this task: the input it works on (an empty string if the task needs no input), \
@@ -57,6 +85,7 @@ Reply with JSON: "label", then "input"."""
 
 
 NUMBERING = re.compile(r"^\s*(?:task\s*)?\d+\s*[.):](?:\s+|$)", re.I)  # "7. ", "Task 7:" before a task
+ITEM_START = re.compile(r"(?:^|\n)[ \t]*\d+[ \t]*\.(?=\s|$)")  # "7." at a line start: where a listed task begins
 COMPLETE_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"\s*[,\]]')  # a JSON string item followed by , or ]
 
 
@@ -84,21 +113,33 @@ class SelfInstruct(OneModel):
     ``output``), in rounds.
 
     Each of a round's ``prompts_per_round`` prompts shows ``seed_examples`` seed tasks and
-    ``generated_examples`` tasks kept so far (sampled, seeded) and asks for ``per_prompt`` new
-    ones. A task is dropped (a reject with the reason) when it has fewer than ``min_words`` or
-    more than ``max_words`` words, names a blacklisted word, starts with punctuation or a
-    non-ASCII character, or has ROUGE-L above ``threshold`` with a seed or a task kept before it (the
-    detail names that task and the score; as in the paper's code, a score of exactly 0.7 is kept).
-    Rounds stop once ``target`` tasks are kept (the last round's are all kept), when a round keeps fewer than ``min_new``, or after
-    ``max_rounds``. With ``instances``, each kept task gets an
-    input and an output: classification tasks (asked of the model) output first, others input
-    first. Output: ``instruction``, ``input``, ``output``, ``is_classification``, ``round``,
-    ``context_ids`` (the tasks its prompt showed); id ``r<round>/p<prompt>/<index>``.
+    ``generated_examples`` tasks kept so far (sampled, seeded; seeds fill the slots of generated
+    tasks not kept yet, as in the paper's code) and asks for up to ``per_prompt`` new ones. With
+    ``style="list"`` (the paper's) the prompt is a numbered list that the model continues as raw
+    text, with no chat template, up to a blank line, ``per_prompt`` new items or a ``stop`` string; with
+    ``style="json"`` (for endpoints that only chat) it is a chat request whose reply is a JSON list
+    of exactly ``per_prompt`` tasks. ``header`` is the list's first line (e.g. "Come up with a
+    series of math word problems:"). A task cut off by ``max_tokens`` is a ``cut_off`` reject.
+
+    A task is dropped (a reject with the reason) when it has fewer than ``min_words`` or more than
+    ``max_words`` words, names a blacklisted word, starts with punctuation or a non-ASCII
+    character, or has ROUGE-L above ``threshold`` with a seed or a task kept before it (the detail
+    names that task and the score; as in the paper's code, a score of exactly 0.7 is kept). Rounds
+    stop once ``target`` tasks are kept (the last round's are all kept), when a round keeps fewer
+    than ``min_new``, or after ``max_rounds``.
+
+    With ``instances``, each kept task gets an input and an output: classification tasks (asked of
+    the model, few-shot, at temperature 0) output first, others input first; an instance that only
+    repeats the field names ("input", "output") is a ``placeholder_instance`` reject. Output:
+    ``instruction``, ``input``, ``output``, ``is_classification``, ``round``, ``context_ids`` (the
+    tasks its prompt showed); id ``r<round>/p<prompt>/<index>``.
     """
 
     instruction: str = "instruction"
     target: int = 50
-    per_prompt: int = 16  # the paper asks for 8; a list of 16 keeps ~1.8x the tasks per call (benchmarks/RESULTS.md)
+    style: str = "list"
+    header: str = HEADER
+    per_prompt: int = 16
     prompts_per_round: int = 8
     seed_examples: int = 6
     generated_examples: int = 2
@@ -119,6 +160,9 @@ class SelfInstruct(OneModel):
     def check(self) -> list[str]:
         problems = super().check()
         problems += self.not_positive("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds")
+        if self.style not in ("list", "json"):
+            problems.append(f"style must be 'list' (the model continues a numbered list) or 'json' (a chat request "
+                            f"answered in JSON, for chat-only endpoints), not {self.style!r}")
         if not 0 < self.threshold <= 1:
             problems.append(f"threshold must be in (0, 1], not {self.threshold}")
         return problems
@@ -173,24 +217,28 @@ class SelfInstruct(OneModel):
         asks, contexts = {}, {}
         for i in range(self.prompts_per_round):
             chooser = random.Random(f"{self.seed}/{round_}/{i}")
-            shown = chooser.sample(seeds, min(self.seed_examples, len(seeds)))
-            generated = chooser.sample(kept, min(self.generated_examples, len(kept)))
-            shown += [(t["id"], t["instruction"]) for t in generated]
+            generated = min(self.generated_examples, len(kept))  # seeds fill the slots of the others
+            shown = chooser.sample(seeds, min(self.seed_examples + self.generated_examples - generated, len(seeds)))
+            shown += [(t["id"], t["instruction"]) for t in chooser.sample(kept, generated)]
             examples = "\n".join(f"{n}. {text}" for n, (_, text) in enumerate(shown, 1))
             key = f"r{round_}/p{i}"
             contexts[key] = [task_id for task_id, _ in shown]
-            schema = object_schema(tasks={"type": "array", "minItems": self.per_prompt, "maxItems": self.per_prompt,
-                                          "items": string_field(300, min_length=15, pattern=SENTENCE)})
-            asks[(key, "")] = Ask((("user", PROPOSE.format(examples=examples, count=self.per_prompt)),),
-                                  json_schema=schema)
-        answers = self.ask(asks, {key: {} for key, _ in asks}, ctx, parse=_tasks, progress=False)
+            asks[(key, "")] = self._propose(examples, len(shown) + 1)
+        parse = _json_tasks if self.style == "json" else _listed_tasks
+        answers = self.ask(asks, {key: {"next": len(contexts[key]) + 1} for key, _ in asks}, ctx, parse=parse,
+                           progress=False)
         added = 0
         for key, _ in asks:
             try:
-                tasks = answers.replies(key)[0]["tasks"]
+                reply = answers.replies(key)[0]
             except Rejection as rejection:
                 rejects.append(reject_row(key, rejection))
                 continue
+            tasks = reply["tasks"]
+            if reply["cut_off"]:
+                rejects.append({"id": f"{key}/{len(tasks)}", "reason": "cut_off",
+                                "detail": f"the reply reached max_tokens ({self.max_tokens}) inside this task: "
+                                          f"{reply['cut_off'][:300]!r}"})
             for j, text in enumerate(tasks):
                 task_id = f"{key}/{j}"
                 found = task_problem(text, self.min_words, self.max_words, self.blacklist)
@@ -206,11 +254,20 @@ class SelfInstruct(OneModel):
                 added += 1
         return added
 
+    def _propose(self, examples: str, next_number: int) -> Ask:
+        """The ask for new tasks after the numbered ``examples``."""
+        if self.style == "list":
+            return Ask((), prompt=f"{self.header}\n\n{examples}\n{next_number}.",
+                       stop=(*self.stop, "\n\n", f"\n{next_number + self.per_prompt}."))
+        schema = object_schema(tasks={"type": "array", "minItems": self.per_prompt, "maxItems": self.per_prompt,
+                                      "items": string_field(300, min_length=15, pattern=SENTENCE)})
+        return Ask((("user", PROPOSE.format(examples=examples, count=self.per_prompt)),), json_schema=schema)
+
     def _instances(self, kept: list[dict], rejects: list[dict], ctx: Context) -> list[dict]:
         """Each task with an input and an output; tasks without a valid instance go to rejects."""
         rows = {task["id"]: task for task in kept}
         asks = {(task_id, ""): Ask((("user", CLASSIFY.format(instruction=task["instruction"])),),
-                                   json_schema=object_schema(classification=BOOLEAN),
+                                   json_schema=object_schema(classification=BOOLEAN), temperature=0.0,
                                    max_tokens=16) for task_id, task in rows.items()}
         classified = self.ask(asks, rows, ctx, parse=lambda reply, row: {"value": reply_json(reply, "classification")},
                               progress=False).valid
@@ -232,19 +289,35 @@ class SelfInstruct(OneModel):
         return done
 
 
-def _tasks(reply: Reply, row: dict) -> dict[str, Any]:
-    """The tasks of a reply, without list numbering; the complete items of a reply cut by
+def _listed_tasks(reply: Reply, row: dict) -> dict[str, Any]:
+    """The tasks of a list continued from item ``row["next"]``: each item's text with its
+    whitespace collapsed (lines that are not numbered belong to the item above, as in the paper);
+    the last item of a reply cut by ``max_tokens`` is ``cut_off``."""
+    items = [" ".join(item.split()) for item in ITEM_START.split(f"{row['next']}.{reply.text}")[1:]]
+    cut_off = items.pop() if reply.finish_reason == "length" and items else None
+    return _some_tasks(reply, [item for item in items if item], cut_off)
+
+
+def _json_tasks(reply: Reply, row: dict) -> dict[str, Any]:
+    """The tasks of a JSON reply, without list numbering; the complete items of a reply cut by
     ``max_tokens``."""
+    cut_off = None
     try:
         tasks = reply_json(reply, "tasks")
     except Rejection:
         if reply.finish_reason != "length":
             raise
-        tasks = [json.loads(f'"{item}"') for item in COMPLETE_ITEM.findall(reply.text.partition("[")[2])]
+        listed = reply.text.partition("[")[2]
+        tasks = [json.loads(f'"{item}"') for item in COMPLETE_ITEM.findall(listed)]
+        cut_off = listed[max((m.end() for m in COMPLETE_ITEM.finditer(listed)), default=0):].strip(' \n,"') or None
     tasks = [NUMBERING.sub("", t).strip() for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
-    if not any(tasks):
+    return _some_tasks(reply, [t for t in tasks if t], cut_off)
+
+
+def _some_tasks(reply: Reply, tasks: list[str], cut_off: str | None) -> dict[str, Any]:
+    if not tasks and not cut_off:
         raise Rejection("no_tasks", f"the reply lists no task: {reply.text[:300]!r}")
-    return {"tasks": [t for t in tasks if t]}
+    return {"tasks": tasks, "cut_off": cut_off}
 
 
 def _instance(reply: Reply, row: dict) -> dict[str, Any]:
@@ -254,4 +327,7 @@ def _instance(reply: Reply, row: dict) -> dict[str, Any]:
         given, output = reply_json(reply, "input"), reply_json(reply, "output")
     if not isinstance(output, str) or not output.strip():
         raise Rejection("empty_output", f"the instance has no output: {reply.text[:300]!r}")
-    return {"input": given if isinstance(given, str) else "", "output": output.strip()}
+    given = given.strip() if isinstance(given, str) else ""
+    if output.strip().lower() in ("output", "label") or given.lower() == "input":
+        raise Rejection("placeholder_instance", f"the instance repeats the field names: {reply.text[:300]!r}")
+    return {"input": given, "output": output.strip()}
