@@ -24,7 +24,7 @@ from dataflow.operator import Rejection
 from dataflow.operators import (ConstitutionalRevision, EvolInstruct, Magpie, MultiTurnDialogue, SelfInstruct,
                                 ToPreference, TopicTemplate)
 from dataflow.operators.generation.base import Reply
-from dataflow.operators.generation.self_instruct import _instance, _listed_tasks
+from dataflow.operators.generation.self_instruct import _instance, _json_tasks, _listed_tasks
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "seed_tasks.jsonl"
 
@@ -266,6 +266,20 @@ def test_listed_tasks_are_the_numbered_items_of_the_continued_list_in_random_lay
         else:
             cut_off = None
         assert got == {"tasks": expected, "cut_off": cut_off}, text
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ('{"tasks": ["1. Write a poem about rain.", "Explain tides to a ch', (["Write a poem about rain."],
+                                                                         "Explain tides to a ch")),
+    ('{"tasks": ["Write a poem about rain.", ', (["Write a poem about rain."], None)),
+    ('{"tas', None)])
+def test_a_json_list_cut_by_max_tokens_keeps_its_complete_tasks_and_names_the_cut_one(text, parsed):
+    reply = Reply(text, "length", None, None, MODEL, 0)
+    if parsed is None:
+        with pytest.raises(Rejection, match="no_tasks"):
+            _json_tasks(reply, {})
+        return
+    assert _json_tasks(reply, {}) == {"tasks": parsed[0], "cut_off": parsed[1]}
 
 
 @pytest.mark.parametrize(("text", "classification", "reason"), [

@@ -308,13 +308,15 @@ def _json_tasks(reply: Reply, row: dict) -> dict[str, Any]:
         if reply.finish_reason != "length":
             raise
         listed = reply.text.partition("[")[2]
-        tasks = [json.loads(f'"{item}"') for item in COMPLETE_ITEM.findall(listed)]
-        cut_off = listed[max((m.end() for m in COMPLETE_ITEM.finditer(listed)), default=0):].strip(' \n,"') or None
+        items = list(COMPLETE_ITEM.finditer(listed))
+        tasks = [json.loads(f'"{item.group(1)}"') for item in items]
+        cut_off = listed[items[-1].end() if items else 0:].strip(' \n,"') or None
     tasks = [NUMBERING.sub("", t).strip() for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
     return _some_tasks(reply, [t for t in tasks if t], cut_off)
 
 
 def _some_tasks(reply: Reply, tasks: list[str], cut_off: str | None) -> dict[str, Any]:
+    """The parsed reply; a reply with neither a task nor a cut-off one is invalid (asked again)."""
     if not tasks and not cut_off:
         raise Rejection("no_tasks", f"the reply lists no task: {reply.text[:300]!r}")
     return {"tasks": tasks, "cut_off": cut_off}
