@@ -53,7 +53,7 @@ def test_self_instruct_on_the_default_model(builder, style):
     seeds = [{"instruction": t} for t in ("Write a haiku about autumn leaves.", "Explain how a rainbow forms.",
                                           "List three tips for better sleep.", "Translate hello into French.")]
     op = SelfInstruct(model=MODEL, style=style, target=3, per_prompt=4, prompts_per_round=2, max_rounds=2,
-                      seed_examples=3)
+                      seed_examples=3, max_tokens=160)
     out, rejects, metrics = built(builder, op, seeds)
     candidates = rejects.filter(pl.col("id").str.count_matches("/") == 2)  # r<round>/p<prompt>/<index>
     without_instance = candidates.filter(~pl.col("reason").is_in(FILTERS))
