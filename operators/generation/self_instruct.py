@@ -214,7 +214,7 @@ class SelfInstruct(OneModel):
     def _round(self, round_: int, seeds: list[tuple[str, str]], kept: list[dict], pool: NoveltyIndex,
                rejects: list[dict], ctx: Context) -> int:
         """One round: ask, filter, keep the novel tasks; how many it kept."""
-        asks, contexts = {}, {}
+        asks, contexts, lists = {}, {}, {}
         for i in range(self.prompts_per_round):
             chooser = random.Random(f"{self.seed}/{round_}/{i}")
             generated = min(self.generated_examples, len(kept))  # seeds fill the slots of the others
@@ -223,10 +223,10 @@ class SelfInstruct(OneModel):
             examples = "\n".join(f"{n}. {text}" for n, (_, text) in enumerate(shown, 1))
             key = f"r{round_}/p{i}"
             contexts[key] = [task_id for task_id, _ in shown]
-            asks[(key, "")] = self._propose(examples, len(shown) + 1)
+            lists[key] = {"next": len(shown) + 1}  # the number the model's list goes on from
+            asks[(key, "")] = self._propose(examples, lists[key]["next"])
         parse = _json_tasks if self.style == "json" else _listed_tasks
-        answers = self.ask(asks, {key: {"next": len(contexts[key]) + 1} for key, _ in asks}, ctx, parse=parse,
-                           progress=False)
+        answers = self.ask(asks, lists, ctx, parse=parse, progress=False)
         added = 0
         for key, _ in asks:
             try:
