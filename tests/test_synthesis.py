@@ -24,7 +24,7 @@ from dataflow.operator import Rejection
 from dataflow.operators import (ConstitutionalRevision, EvolInstruct, Magpie, MultiTurnDialogue, SelfInstruct,
                                 ToPreference, TopicTemplate)
 from dataflow.operators.generation.base import Reply
-from dataflow.operators.generation.self_instruct import _instance, _json_tasks, _listed_tasks
+from dataflow.operators.generation.self_instruct import _instance, _json_tasks, _listed_tasks, unusable_item
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "seed_tasks.jsonl"
 
@@ -65,7 +65,7 @@ def reply(text: str) -> str:
     if text.startswith("Here are some example tasks"):
         return json.dumps({"tasks": proposed(text)})
     if text.startswith("Can the task be regarded"):
-        return json.dumps({"classification": "Classify" in text})
+        return getattr(SynthBackend, "verdict", None) or json.dumps({"classification": "Classify" in text})
     if "This is a classification task" in text:
         return json.dumps({"label": "positive", "input": "What a lovely day."})
     if text.startswith("Task: "):
@@ -73,11 +73,13 @@ def reply(text: str) -> str:
     if text.startswith("I want you to act as a prompt rewriter"):
         parent = text.split("Given prompt:\n", 1)[1].rsplit("\n\nReply with JSON", 1)[0]
         if "copycat" in parent:
-            return json.dumps({"rewritten_prompt": f"#Rewritten Prompt#: {parent}"})
+            return json.dumps({"rewritten_prompt": f"Your #Rewritten Prompt#: {parent}"})
         return json.dumps({"rewritten_prompt": f"{parent} Give exactly three examples."})
     if text.startswith("I want you to act as a prompt creator"):
         return json.dumps({"created_prompt": "Explain how glaciers carve fjords to a ten-year-old."})
     if text.startswith("Here are two instructions"):
+        if "undecided" in text:
+            return json.dumps({"adds_something": "no"})  # not a verdict
         return json.dumps({"adds_something": "the same please" not in text})
     if text.startswith("Critique"):
         return json.dumps({"violates": "stupid" in text, "critique": "It insults the user." if "stupid" in text else
@@ -85,6 +87,8 @@ def reply(text: str) -> str:
     if text.startswith("Rewrite an AI assistant's response"):
         return json.dumps({"revision": "Here is a kind and clear answer."})
     if text.startswith("You are role-playing a USER"):
+        if getattr(SynthBackend, "user_message", None):
+            return json.dumps({"message": SynthBackend.user_message})
         said = text.count("\nUSER: ") + text.startswith("USER: ")
         if "confused" in text and said == 1:
             return json.dumps({"message": "Assistant: I can help you with that.", "done": False})
@@ -95,17 +99,21 @@ def reply(text: str) -> str:
         return "Sorry, I cannot do that."
     if "stopwords" in text:
         return "the and of it"
+    if "in silence" in text:
+        return ""
     return f"A full and careful answer to: {text[:60]}"
 
 
 class SynthBackend:
     """Answers chat requests with ``reply``; a raw Self-Instruct list with ``continued``, cut to
-    ``max_tokens`` words; another raw prompt (Magpie) with QUERIES by sample."""
+    ``max_tokens`` words; another raw prompt (Magpie) with QUERIES by sample, the first request
+    from the first."""
 
     QUERIES = ["How do I bake sourdough bread at home?", "How do I bake sourdough bread at home?",
                "How can I bake sourdough bread at home?", "What is the capital of Peru?", "ok"]
     calls = 0
     raw_prompts: list[str] = []
+    raw_seeds: list[int] = []
     stops: list[tuple[str, ...]] = []  # the stop strings of every raw Self-Instruct list
     asked: list[str] = []  # the last message of every chat request
 
@@ -128,7 +136,9 @@ class SynthBackend:
                 texts = ["".join(written[:r.sampling.max_tokens])] * r.sampling.n
             elif r.prompt is not None:
                 SynthBackend.raw_prompts.append(r.prompt)
-                texts = [self.QUERIES[(r.sampling.seed + k) % len(self.QUERIES)] for k in range(r.sampling.n)]
+                SynthBackend.raw_seeds.append(r.sampling.seed)
+                offset = 7 * (len(SynthBackend.raw_prompts) - 1)  # a retry gets other queries
+                texts = [self.QUERIES[(offset + k) % len(self.QUERIES)] for k in range(r.sampling.n)]
             else:
                 SynthBackend.asked.append(r.messages[-1][1])
                 texts = [reply(r.messages[-1][1])] * r.sampling.n
@@ -143,7 +153,8 @@ MODEL = "synth:"
 @pytest.fixture(autouse=True)
 def _fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAFLOW_LLM_CACHE", str(tmp_path / "llm_cache.sqlite"))
-    SynthBackend.calls, SynthBackend.raw_prompts, SynthBackend.asked, SynthBackend.stops = 0, [], [], []
+    SynthBackend.calls, SynthBackend.asked, SynthBackend.stops = 0, [], []
+    SynthBackend.raw_prompts, SynthBackend.raw_seeds = [], []
     unload_backends()
     yield
     unload_backends()
@@ -173,20 +184,48 @@ def test_topic_template_writes_an_instruction_per_topic_template_and_sample_with
     report = build(builder, op, [{"topic": t, "area": "x"} for t in ("rust", "baking", "tax law", None)])
     out = builder.output("out").sort("id")
     assert out.height == 6  # tax law: every instruction too short, rejected
-    assert out.filter(out["source_id"] == "src-1")["template_id"].to_list() == ["compare", "howto", "howto"]
-    first = out.row(0, named=True)
-    assert first["id"] == "src-1/compare/1" and first["topic"] == "rust" and first["area"] == "x"
-    assert first["instruction"] == "Please write a comparison of two ideas in rust today."
+    rust = out.filter(out["source_id"] == "src-1").sort("sample_idx")
+    used = rust["template_id"].to_list()
+    assert used in (["howto", "compare", "howto"], ["compare", "howto", "compare"])  # a seeded start, then in turn
+    first = rust.row(0, named=True)
+    assert first["id"] == f"src-1/{used[0]}/0" and first["topic"] == "rust" and first["area"] == "x"
+    assert first["instruction"] == f"Please write {first['task']} today."
     howto = out.filter(out["template_id"] == "howto")
     assert all(json.loads(v)["level"] in ("beginner", "expert") for v in howto["slot_values"])
     assert all(json.loads(v)["level"] in t for v, t in zip(howto["slot_values"], howto["task"]))
-    rejects = builder.rejects("synth")
-    assert sorted(rejects["id"]) == ["src-3/compare/1", "src-3/howto/0", "src-3/howto/2", "src-4"]
-    assert rejects.sort("id")["reason"].to_list() == ["bad_instruction"] * 3 + ["empty_topic"]
+    rejects = builder.rejects("synth").sort("id")
+    assert sorted(re.sub(r"/\w+/", "/", i) for i in rejects["id"]) == ["src-3/0", "src-3/1", "src-3/2", "src-4"]
+    assert rejects["reason"].to_list() == ["schema_mismatch"] * 3 + ["empty_topic"]  # "Hi": too short
     metrics = node_metrics(report)
     assert metrics["topics_covered"] == pytest.approx(2 / 4, abs=1e-3)
-    assert metrics["per_template"] == {"compare": 2, "howto": 4}
+    assert metrics["per_template"] == dict(sorted(Counter(out["template_id"]).items()))
     assert 0 < metrics["distinct_2"] <= 1
+
+
+def test_every_template_is_used_when_a_topic_asks_fewer_instructions_than_there_are_templates(builder):
+    templates = {"a": "a riddle about {topic}", "b": "a poem about {topic}", "c": "a quiz about {topic}"}
+    op = TopicTemplate(templates=templates, per_topic=1, model=MODEL)
+    build(builder, op, [{"topic": f"t{i}"} for i in range(60)])
+    assert set(builder.output("out")["template_id"]) == {"a", "b", "c"}
+
+
+def test_a_topic_row_with_a_null_slot_column_is_a_reject_not_the_text_none(builder):
+    op = TopicTemplate(templates={"t": "a question about {topic} for {audience}"}, per_topic=1, model=MODEL)
+    build(builder, op, [{"topic": "rust", "audience": None}, {"topic": "go", "audience": "students"}])
+    assert builder.rejects("synth").select("id", "reason").rows() == [("src-1", "empty_slot")]
+    assert builder.output("out")["task"].to_list() == ["a question about go for students"]
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"templates": {"t": "about {topic} and {}"}}, "unnamed slot"),
+    ({"templates": {"t": "about {topic"}}, "does not parse"),
+    ({"templates": {"t": " "}}, "is empty"), ({"slots": {"level": "expert"}}, "list of values"),
+    ({"min_words": -5}, "min_words")])
+def test_topic_template_parameters_are_checked_at_compile_time(builder, change, named):
+    op = TopicTemplate(**{"templates": {"t": "a question about {topic}"}, "model": MODEL, **change})
+    with pytest.raises(DataflowError, match=named):
+        build(builder, op, [{"topic": "rust"}])
+    assert SynthBackend.calls == 0
 
 
 def test_a_template_slot_with_no_column_and_no_values_fails_at_compile_time(builder):
@@ -287,6 +326,8 @@ def test_a_json_list_cut_by_max_tokens_keeps_its_complete_tasks_and_names_the_cu
     ('{"input": "", "output": " Output "}', False, "placeholder_instance"),
     ('{"label": "label", "input": "A fine day."}', True, "placeholder_instance"),
     ('{"input": "Paris", "output": " "}', False, "empty_output"),
+    ('{"input": {"text": "abc"}, "output": "A."}', False, "not_text"),
+    ('{"input": "Paris", "output": ["a", "b"]}', False, "not_text"),
     ('{"input": " Paris ", "output": "The capital of France."}', False, None)])
 def test_an_instance_that_only_repeats_its_field_names_is_rejected(text, classification, reason):
     reply = Reply(text, "stop", None, None, MODEL, 0)
@@ -297,6 +338,43 @@ def test_an_instance_that_only_repeats_its_field_names_is_rejected(text, classif
     with pytest.raises(Rejection) as caught:
         _instance(reply, {"is_classification": classification})
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("style, text", [
+    ("json", '{"tasks": ["Write a poem about the moon tonight.", 7, null, ["a"], "", "  "]}'),
+    ("list", " Write a poem about the moon tonight.\n10. \n11.")])
+def test_listed_items_that_are_no_task_text_are_rejects_of_their_own(style, text):
+    op = SelfInstruct(model=MODEL, style=style, instances=False)
+    parse = _json_tasks if style == "json" else _listed_tasks
+    tasks = parse(Reply(text, "stop", None, None, MODEL, 0), {"next": 9})["tasks"]
+    reasons = [(unusable_item(t) or ("task", ""))[0] for t in tasks]
+    expected = {"json": ["task", "not_a_task", "not_a_task", "not_a_task", "empty_task", "empty_task"],
+                "list": ["task", "empty_task", "empty_task"]}
+    assert reasons == expected[style] and op.style == style
+    with pytest.raises(Rejection, match="no_tasks"):  # nothing usable: the reply is asked again
+        nothing = text.replace("Write a poem about the moon tonight.", "")
+        parse(Reply(nothing, "stop", None, None, MODEL, 0), {"next": 9})
+
+
+def test_a_task_whose_classification_is_no_verdict_is_a_reject(builder, monkeypatch):
+    monkeypatch.setattr(SynthBackend, "verdict", '{"classification": "yes"}', raising=False)
+    op = SelfInstruct(model=MODEL, target=1, per_prompt=6, prompts_per_round=1, max_rounds=1)
+    build(builder, op, [{"instruction": s} for s in SEEDS])
+    rejects = builder.rejects("synth")
+    assert builder.output("out").height == 0
+    assert set(rejects.filter(rejects["reason"] == "bad_classification")["id"]) == {"r1/p0/0", "r1/p0/5"}
+    details = rejects.filter(rejects["reason"] == "bad_classification")["detail"]
+    assert all(d.startswith("classification: ") for d in details)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"generated_examples": -1}, "generated_examples"), ({"min_new": -3}, "min_new"), ({"min_words": 0}, "min_words"),
+    ({"min_words": 50, "max_words": 10}, "max_words"), ({"blacklist": "image"}, "blacklist"),
+    ({"header": " "}, "header")])
+def test_self_instruct_parameters_are_checked_at_compile_time(builder, change, named):
+    with pytest.raises(DataflowError, match=named):
+        build(builder, SelfInstruct(model=MODEL, **change), [{"instruction": s} for s in SEEDS])
+    assert SynthBackend.calls == 0
 
 
 def test_self_instruct_with_no_usable_seed_says_so(builder):
@@ -326,6 +404,15 @@ def test_evol_instruct_lineage_and_the_four_elimination_rules(builder):
     assert "Do the impossible thing. Give exactly three examples." in SynthBackend.asked
 
 
+def test_an_evolution_without_a_verdict_or_an_answer_is_a_reject_that_says_so(builder):
+    rows = [{"instruction": "An undecided question about tea."}, {"instruction": "Answer me in silence, please."}]
+    build(builder, EvolInstruct(model=MODEL, generations=1, operations=("add_constraints",)), rows)
+    assert builder.output("out").height == 0
+    rejects = {r["id"]: r for r in builder.rejects("synth").iter_rows(named=True)}
+    assert rejects["src-1/g1"]["reason"] == "bad_verdict" and rejects["src-1/g1"]["detail"].startswith("rule 1 ")
+    assert rejects["src-2/g1"]["reason"] == "empty_response"
+
+
 # -- magpie ------------------------------------------------------------------------------
 
 def test_magpie_sends_the_raw_pre_query_and_dedups_between_the_passes(builder):
@@ -339,6 +426,51 @@ def test_magpie_sends_the_raw_pre_query_and_dedups_between_the_passes(builder):
     assert set(rejects["reason"]) == {"duplicate", "near_duplicate"}  # "ok" was asked again, not kept
     near = json.loads(rejects.filter(rejects["reason"] == "near_duplicate")["detail"][0])
     assert near["rouge_l"] > 0.7 and near["most_similar"] in out["id"].to_list()
+
+
+def test_magpie_rows_sending_the_same_text_are_seeded_apart(builder):
+    op = Magpie(model=MODEL, pre_query="<|im_start|>user\n", per_row=2)
+    build(builder, op, [{"n": n} for n in range(3)])
+    first = list(SynthBackend.raw_seeds)
+    assert len(set(first[:3])) == 3  # the first request of each row, each with its own seed
+    SynthBackend.raw_seeds = []
+    build(builder, op, [{"n": n} for n in range(3)], rebuild=("synth",))
+    assert SynthBackend.raw_seeds == []  # the same seeds again: every request is in the cache
+
+
+def test_magpie_samples_still_invalid_after_the_last_attempt_are_rejects(builder):
+    op = Magpie(model=MODEL, pre_query="<|im_start|>user\n", per_row=5, max_attempts=1)
+    build(builder, op, [{"n": 1}])
+    rejects = builder.rejects("synth")
+    assert len(builder.output("out")) + len(rejects) == 5  # every sample asked is a row or a reject
+    assert rejects.filter(rejects["id"] == "src-1/4")["reason"].to_list() == ["bad_query"]  # "ok": too short
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("How do I bake bread?<|im_end|>\n<|im_start|>assistant\nSure", "template_text"), ("Tell me more", "bad_query")])
+def test_magpie_rejects_a_query_that_ran_past_its_turn(query, reason):
+    op = Magpie(model=MODEL, pre_query="<|im_start|>user\n", min_words=4)
+    with pytest.raises(Rejection) as raised:
+        op._query(Reply(query, "stop", 1, 1, MODEL, 0), {})
+    assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize("text, finish, reason", [("", "stop", "empty_response"),
+                                                  ("Knead the dough, then let it", "length", "truncated_response")])
+def test_a_magpie_answer_that_is_empty_or_cut_off_is_no_sft_response(text, finish, reason):
+    with pytest.raises(Rejection) as raised:
+        Magpie(model=MODEL, pre_query="<|im_start|>user\n")._response(Reply(text, finish, 1, 1, MODEL, 0), {})
+    assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"near_threshold": 1.5}, "near_threshold"), ({"response_tokens": 0}, "response_tokens"),
+    ({"response_temperature": 9.0}, "response_temperature"), ({"min_words": -1}, "min_words"),
+    ({"pre_query": ""}, "pre_query")])
+def test_magpie_parameters_are_checked_at_compile_time(builder, change, named):
+    with pytest.raises(DataflowError, match=named):
+        build(builder, Magpie(model=MODEL, **{"pre_query": "<|im_start|>user\n", **change}), [{"n": 1}])
+    assert SynthBackend.calls == 0
 
 
 def test_magpie_on_a_server_needs_the_pre_query_text(builder):
@@ -361,7 +493,31 @@ def test_dialogues_alternate_stop_at_the_goal_and_reject_role_confusion_with_the
     assert out["turns"].to_list() == [2, 4]
     rejects = builder.rejects("synth")
     assert rejects.select("id", "reason").row(0) == ("src-3", "role_confusion")
-    assert rejects["detail"][0].startswith("turn 1:")
+    assert rejects["detail"][0].startswith("turn 2:")  # the confused buyer's second message
+
+
+@pytest.mark.parametrize("message, kept", [
+    ("**Assistant:** I can help you with that.", None), ("USER: Where is it?\nASSISTANT: It ships tomorrow.", None),
+    ("User: Where is my parcel?", "Where is my parcel?"), ("Where is my parcel, and why is it late?", "same")])
+def test_a_simulated_user_writing_as_the_assistant_on_any_line_is_role_confusion(builder, monkeypatch, message, kept):
+    monkeypatch.setattr(SynthBackend, "user_message", message, raising=False)
+    row = {"persona": "a buyer", "goal": "track", "scenario": "late"}
+    build(builder, MultiTurnDialogue(model=MODEL, turns=1), [row])
+    out, rejects = builder.output("out"), builder.rejects("synth")
+    if kept is None:
+        assert out.height == 0 and rejects.select("reason", "detail").row(0)[0] == "role_confusion"
+        assert rejects["detail"][0].startswith("turn 1:")
+    else:
+        assert out["messages"][0][1]["content"] == (message if kept == "same" else kept)
+
+
+def test_a_dialogue_row_with_an_empty_field_is_a_reject_and_asks_nothing(builder):
+    rows = [{"persona": None, "goal": "track", "scenario": "late"}, {"persona": "a buyer", "goal": "track",
+                                                                     "scenario": "late"}]
+    build(builder, MultiTurnDialogue(model=MODEL, turns=1), rows)
+    assert builder.rejects("synth").select("id", "reason").rows() == [("src-1", "empty_field")]
+    assert builder.output("out")["id"].to_list() == ["src-2"]
+    assert not any("None" in text for text in SynthBackend.asked)
 
 
 # -- constitutional revision -------------------------------------------------------------
@@ -381,6 +537,21 @@ def test_constitutional_revision_revises_violations_into_sft_rows_and_pairs(buil
     pair = builder.output("pairs").row(0, named=True)
     assert pair["chosen"][0]["content"] == "Here is a kind and clear answer."
     assert pair["rejected"][0]["content"] == "That is a stupid question."
+
+
+def test_a_revision_that_repeats_the_response_and_a_row_with_nothing_to_revise_are_rejects(builder):
+    rows = [{"prompt": "Why is this so stupid?", "response": "Here is a kind and clear answer."},  # revised: the same
+            {"prompt": "Anything?", "response": " "}]
+    build(builder, ConstitutionalRevision(model=MODEL), rows)
+    assert builder.output("out").height == 0
+    assert builder.rejects("synth").sort("id").select("id", "reason").rows() == [("src-1", "unchanged_revision"),
+                                                                               ("src-2", "empty_field")]
+
+
+@pytest.mark.parametrize("change", [{"principles": "Be kind"}, {"principles": ("", "  ")}, {"principles": ()}])
+def test_constitutional_principles_are_checked_at_compile_time(builder, change):
+    with pytest.raises(DataflowError, match="principle"):
+        build(builder, ConstitutionalRevision(model=MODEL, **change), [{"prompt": "Hi?", "response": "Hello."}])
 
 
 def revised_column():

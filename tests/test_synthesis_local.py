@@ -68,7 +68,7 @@ def test_evol_magpie_dialogue_and_constitution_on_the_default_model(builder):
     assert out.height + rejects.height == 1
     out, rejects, metrics = built(builder, Magpie(model=MODEL, per_row=2, max_tokens=48, response_tokens=48), [{"n": 1}])
     assert out.height + rejects.height >= 1 and metrics["queries_kept"] == out.height + \
-        int(rejects["reason"].is_in(["empty_response", "llm_error"]).sum())
+        int(rejects["reason"].is_in(["empty_response", "truncated_response", "llm_error"]).sum())
     assert all(m[-1]["role"] == "assistant" for m in out["messages"])
     out, rejects, _ = built(builder, MultiTurnDialogue(model=MODEL, turns=1, max_tokens=48),
                             [{"persona": "a student", "goal": "learn a fact about Mars", "scenario": "homework"}])

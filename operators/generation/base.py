@@ -54,8 +54,9 @@ Messages = tuple[tuple[str, str], ...]  # (role, content) turns
 @dataclass(frozen=True)
 class Ask:
     """One prompt of a row: its messages (or a raw ``prompt`` text, continued with no chat
-    template), how many valid replies it wants from each model, its temperature, token budget and
-    stop strings when they are not the operator's, and the JSON schema its replies must match."""
+    template), how many valid replies it wants from each model, its temperature, token budget,
+    stop strings and seed when they are not the operator's (a seed per row, where rows send the
+    same prompt), and the JSON schema its replies must match."""
 
     messages: Messages
     n: int = 1
@@ -64,6 +65,7 @@ class Ask:
     max_tokens: int | None = None
     json_schema: dict | None = None
     stop: tuple[str, ...] | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -234,10 +236,11 @@ class LLMOperator(SamplingParameters, Operator):
             changes["json_schema"] = schema_text(ask.json_schema)
         if ask.stop is not None:
             changes["stop"] = ask.stop
+        seed = self.seed if ask.seed is None else ask.seed
         if attempt == 0:
-            return self.sampling(temperature=temperature, **changes)
+            return self.sampling(temperature=temperature, seed=seed, **changes)
         return self.sampling(temperature=max(temperature, RETRY_TEMPERATURE),
-                             seed=sample_seed(self.seed, 1000 + attempt), **changes)
+                             seed=sample_seed(seed, 1000 + attempt), **changes)
 
     def _count(self, ctx: Context, metric: str) -> None:
         if self.reply_metrics:

@@ -59,7 +59,8 @@ class ConstitutionalRevision(OneModel):
     ``violates``, ``revision`` (the revised response; the original where nothing was violated)
     and ``revised``. SFT rows: prompt + ``revision``; preference pairs: the ``revised`` rows with
     ``revision`` chosen and ``response`` rejected (``ToPreference(chosen="revision",
-    rejected="response")``). A critique or revision that fails is a reject with its stage.
+    rejected="response")``). A critique or revision that fails (a revision that repeats the response
+    included) is a reject with its stage; so is a row with an empty prompt or response (``empty_field``).
     """
 
     prompt: str = "prompt"
@@ -74,8 +75,11 @@ class ConstitutionalRevision(OneModel):
 
     def check(self) -> list[str]:
         problems = super().check()
-        if not self.all_principles():
-            problems.append("give at least one principle")
+        given = [*self.principles, *self.extra_principles]
+        if isinstance(self.principles, str) or isinstance(self.extra_principles, str):
+            problems.append("principles and extra_principles are tuples of texts, e.g. ('Be kind.',), not a string")
+        elif not given or not all(isinstance(p, str) and p.strip() for p in given):
+            problems.append(f"give at least one principle, each a non-empty text, not {given!r}")
         return problems
 
     def all_principles(self) -> tuple[str, ...]:
@@ -92,13 +96,21 @@ class ConstitutionalRevision(OneModel):
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         table = frame.collect()
         ctx.record("model", self.model)
-        rows = {row["id"]: {**row, "principle": random.Random(f"{self.seed}/{row['id']}").choice(self.all_principles()),
-                            "request": prompt_text(row[self.prompt])} for row in table.iter_rows(named=True)}
+        rows, rejects = {}, []
+        for row in table.iter_rows(named=True):
+            request = prompt_text(row[self.prompt])
+            texts = {self.prompt: request, self.response: row[self.response]}
+            empty = [column for column, text in texts.items() if not (text or "").strip()]
+            if empty:
+                rejects.append({"id": row["id"], "reason": "empty_field", "detail": f"{', '.join(empty)} empty"})
+                continue
+            rows[row["id"]] = {**row, "request": request,
+                               "principle": random.Random(f"{self.seed}/{row['id']}").choice(self.all_principles())}
         critiques = self.ask({(row_id, ""): Ask((("user", CRITIQUE.format(
-            principle=row["principle"], prompt=row["request"], response=row[self.response] or "")),),
+            principle=row["principle"], prompt=row["request"], response=row[self.response])),),
             json_schema=object_schema(violates=BOOLEAN, critique=string_field(1500)))
             for row_id, row in rows.items()}, rows, ctx, parse=_critique, progress=False)
-        rejects, done = [], {}
+        done = {}
         for row_id, row in rows.items():
             try:
                 done[row_id] = {"principle": row["principle"], **critiques.replies(row_id)[0]}
@@ -106,9 +118,10 @@ class ConstitutionalRevision(OneModel):
                 rejects.append(reject_row(row_id, Rejection(rejection.reason, f"critique: {rejection.detail}")))
         violating = {row_id: rows[row_id] for row_id, made in done.items() if made["violates"]}
         revisions = self.ask({(row_id, ""): Ask((("user", REVISE.format(
-            principle=row["principle"], prompt=row["request"], response=row[self.response] or "",
+            principle=row["principle"], prompt=row["request"], response=row[self.response],
             critique=done[row_id]["critique"])),), json_schema=object_schema(revision=string_field(4000, min_length=1)))
-            for row_id, row in violating.items()}, violating, ctx, parse=_revision, progress=False)
+            for row_id, row in violating.items()}, violating, ctx,
+            parse=lambda reply, row: _revision(reply, row[self.response]), progress=False)
         for row_id in list(done):
             if row_id not in violating:
                 done[row_id].update(revision=rows[row_id][self.response], revised=False)
@@ -136,8 +149,10 @@ def _critique(reply: Reply, row: dict) -> dict[str, Any]:
     return {"violates": violates, "critique": critique.strip()}
 
 
-def _revision(reply: Reply, row: dict) -> dict[str, Any]:
+def _revision(reply: Reply, original: str) -> dict[str, Any]:
     revision = reply_json(reply, "revision")
     if not isinstance(revision, str) or not revision.strip():
         raise Rejection("empty_revision", f"the revision is empty: {reply.text[:300]!r}")
+    if revision.strip() == original.strip():
+        raise Rejection("unchanged_revision", "the revision repeats the response it was to fix")
     return {"revision": revision.strip()}

@@ -34,9 +34,12 @@ The conversation so far:
 Write the user's next message.{done_rule}
 Reply with JSON: {reply_form}."""
 DONE_RULE = " If your goal is fully reached, write a short closing message and set \"done\" to true."
-# A simulated user that writes as the assistant (role confusion).
-ASSISTANT_VOICE = re.compile(r"^\s*(assistant|ai|bot)\s*:|^\s*as an ai\b|^\s*i am an ai\b|^\s*i'm an ai\b", re.I)
-USER_VOICE = re.compile(r"^\s*(user|customer|human)\s*:", re.I)
+# A role's label at a line start, markdown allowed ("**Assistant:**"); a simulated user that writes as the
+# assistant (or an assistant as the user) on any line is role confusion; a turn's own label at its start is dropped.
+LABEL = r"^[ \t*_#>]*(?:{})[ \t*_]*:[ \t*_]*"
+ASSISTANT_LABEL = re.compile(LABEL.format("assistant|ai|bot"), re.I | re.M)
+USER_LABEL = re.compile(LABEL.format("user|customer|human"), re.I | re.M)
+ASSISTANT_VOICE = re.compile(ASSISTANT_LABEL.pattern + r"|^\s*(?:as an ai|i am an ai|i'm an ai)\b", re.I | re.M)
 
 
 def user_schema(first: bool) -> dict:
@@ -55,9 +58,11 @@ class MultiTurnDialogue(OneModel):
     A dialogue ends after ``turns`` user turns, or earlier when the simulator says its goal is
     reached (``ended``: ``goal_reached`` or ``max_turns``; with ``require_goal``, a dialogue that
     never reaches it is rejected as ``no_stop``). A turn that is empty, unparseable, or written in
-    the other role's voice rejects its dialogue with the turn index. Output: ``messages`` (the
-    canonical conversation, ending with an assistant turn), ``turns``, ``ended``; the row's other
-    columns are kept.
+    the other role's voice (its label, e.g. "Assistant:", at a line start) rejects its dialogue with
+    the turn's number (1 for the first exchange); a turn's own label at its start is dropped. A row
+    whose persona, goal, scenario or system column is empty is an ``empty_field`` reject. Output:
+    ``messages`` (the canonical conversation, ending with an assistant turn), ``turns``, ``ended``;
+    the row's other columns are kept.
     """
 
     persona: str = "persona"
@@ -93,11 +98,17 @@ class MultiTurnDialogue(OneModel):
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         table = frame.collect()
         ctx.record("model", ",".join(self.model_specs()))
-        rows = {row["id"]: row for row in table.iter_rows(named=True)}
+        rows, rejects = {}, []
+        for row in table.iter_rows(named=True):
+            empty = [c for c in self.required_columns() if not (row[c] or "").strip()]
+            if empty:
+                rejects.append({"id": row["id"], "reason": "empty_field", "detail": f"{', '.join(empty)} empty"})
+            else:
+                rows[row["id"]] = row
         system = {row_id: row[self.system_column] if self.system_column else self.system
                   for row_id, row in rows.items()}
         talks = {row_id: [] for row_id in rows}  # (role, content) turns so far
-        ended, rejects = {}, []
+        ended = {}
         for turn in range(self.turns):
             active = {row_id: rows[row_id] for row_id in talks if row_id not in ended}
             if not active:
@@ -112,10 +123,13 @@ class MultiTurnDialogue(OneModel):
                     if said.get("done") and turn > 0:
                         ended[row_id] = "goal_reached"
                         continue
-                    if ASSISTANT_VOICE.search(said["message"]):
-                        raise Rejection("role_confusion", f"turn {turn}: the simulated user writes as the assistant: "
-                                                          f"{said['message'][:200]!r}")
-                    talks[row_id].append(("user", said["message"]))
+                    message = USER_LABEL.sub("", said["message"], count=1).strip()
+                    if ASSISTANT_VOICE.search(message):
+                        raise Rejection("role_confusion", f"the simulated user writes as the assistant: "
+                                                          f"{message[:200]!r}")
+                    if not message:
+                        raise Rejection("empty_turn", "the simulated user's message is only a role label")
+                    talks[row_id].append(("user", message))
                 except Rejection as rejection:
                     rejects.append(reject_row(row_id, _at_turn(rejection, turn)))
                     ended[row_id] = "rejected"
@@ -125,12 +139,11 @@ class MultiTurnDialogue(OneModel):
                                answering, ctx, parse=_assistant_turn, progress=False, models=(self.model,))
             for row_id in answering:
                 try:
-                    text = replies.replies(row_id)[0]["text"]
+                    text = ASSISTANT_LABEL.sub("", replies.replies(row_id)[0]["text"], count=1).strip()
                     if not text:
-                        raise Rejection("empty_turn", f"turn {turn}: the assistant's reply is empty")
-                    if USER_VOICE.search(text):
-                        raise Rejection("role_confusion",
-                                        f"turn {turn}: the assistant writes as the user: {text[:200]!r}")
+                        raise Rejection("empty_turn", "the assistant's reply is empty")
+                    if USER_LABEL.search(text):
+                        raise Rejection("role_confusion", f"the assistant writes as the user: {text[:200]!r}")
                     talks[row_id].append(("assistant", text))
                 except Rejection as rejection:
                     rejects.append(reject_row(row_id, _at_turn(rejection, turn)))
@@ -166,7 +179,9 @@ class MultiTurnDialogue(OneModel):
 
 def _user_turn(reply: Reply, row: dict) -> dict[str, Any]:
     message = reply_json(reply, "message")
-    if not isinstance(message, str) or not message.strip():
+    if not isinstance(message, str):
+        raise Rejection("not_text", f"the simulated user's message is not text: {reply.text[:200]!r}")
+    if not message.strip():
         raise Rejection("empty_turn", f"the simulated user's message is empty: {reply.text[:200]!r}")
     return {"message": message.strip(), "done": '"done"' in reply.text and reply_json(reply, "done") is True}
 
@@ -176,5 +191,5 @@ def _assistant_turn(reply: Reply, row: dict) -> dict[str, Any]:
 
 
 def _at_turn(rejection: Rejection, turn: int) -> Rejection:
-    detail = rejection.detail if rejection.detail.startswith("turn ") else f"turn {turn}: {rejection.detail}"
-    return Rejection(rejection.reason, detail)
+    """``rejection`` with the turn it happened in (1 for the first exchange)."""
+    return Rejection(rejection.reason, f"turn {turn + 1}: {rejection.detail}")

@@ -127,7 +127,7 @@ class EvolInstruct(OneModel):
         unknown = sorted(set(self.operations) - set(OPERATIONS))
         if unknown or not self.operations:
             problems.append(f"operations must be some of {list(OPERATIONS)}, not {list(self.operations)}")
-        problems += self.not_positive("generations")
+        problems += self.not_positive("generations", "response_tokens")
         return problems
 
     def required_columns(self) -> dict[str, Any]:
@@ -177,8 +177,7 @@ class EvolInstruct(OneModel):
             child_id = f"{root}/g{generation}"
             candidates[child_id] = {"id": child_id, "root_id": root, "parent_id": parent_id, "parent": parent,
                                     "operation": operation, "generation": generation, "key": key}
-            schema = object_schema(**{key: string_field(1000, min_length=12, pattern=SENTENCE)})
-            asks[(child_id, "")] = Ask((("user", text),), json_schema=schema)
+            asks[(child_id, "")] = Ask((("user", text),), json_schema=rewrite_schema(key))
         rewritten = self.ask(asks, candidates, ctx, parse=_rewritten, progress=False)
         alive = {}
         for child_id, child in candidates.items():
@@ -198,16 +197,20 @@ class EvolInstruct(OneModel):
                                                               child=alive[c]["instruction"])),),
                                        json_schema=object_schema(adds_something=BOOLEAN),
                                        max_tokens=16, temperature=0.0) for c in alive},
-                         alive, ctx, parse=lambda reply, row: {"equal": reply_json(reply, "adds_something") is False},
-                         progress=False)
+                         alive, ctx, parse=_verdict, progress=False)
         gained = {}
         for child_id, child in alive.items():
             try:
-                if equal.replies(child_id)[0]["equal"]:
-                    raise Rejection("no_information_gain", "rule 1: the model judges it equal to its parent")
-                gained[child_id] = child
+                verdict = equal.replies(child_id)[0]
             except Rejection as rejection:
-                rejects.append(reject_row(child_id, rejection))
+                detail = f"rule 1 (the information-gain check has no verdict): {rejection.detail}"
+                rejects.append(reject_row(child_id, Rejection(rejection.reason, detail)))
+                continue
+            if verdict["equal"]:
+                rejects.append(reject_row(child_id, Rejection("no_information_gain",
+                                                              "rule 1: the model judges it equal to its parent")))
+                continue
+            gained[child_id] = child
         answered = self.ask({(c, ""): Ask((("user", gained[c]["instruction"]),), max_tokens=self.response_tokens)
                              for c in gained}, gained, ctx, parse=lambda reply, row: {"response": reply.text.strip()},
                             progress=False)
@@ -215,6 +218,8 @@ class EvolInstruct(OneModel):
         for child_id, child in gained.items():
             try:
                 response = answered.replies(child_id)[0]["response"]
+                if not response:
+                    raise Rejection("empty_response", "the model's answer to the evolved instruction is empty")
                 if cannot_answer(response):
                     raise Rejection("model_cannot_answer", f"rule 2: the response says sorry in "
                                                            f"{len(response.split())} words: {response[:200]!r}")
@@ -229,8 +234,20 @@ class EvolInstruct(OneModel):
         return survivors
 
 
+def _verdict(reply: Reply, row: dict) -> dict[str, Any]:
+    value = reply_json(reply, "adds_something")
+    if not isinstance(value, bool):
+        raise Rejection("bad_verdict", f"'adds_something' is not true or false: {reply.text[:200]!r}")
+    return {"equal": not value}
+
+
+def rewrite_schema(key: str) -> dict:
+    """The rewrite's reply: the evolved instruction under ``key``."""
+    return object_schema(**{key: string_field(1000, min_length=12, pattern=SENTENCE)})
+
+
 def _rewritten(reply: Reply, row: dict) -> dict[str, Any]:
-    text = reply_json(reply, row["key"])
+    text = reply_json(reply, row["key"], rewrite_schema(row["key"]))
     if not isinstance(text, str) or len(text.split()) < 3:
         raise Rejection("empty_rewrite", f"the rewrite is empty or too short: {reply.text[:300]!r}")
     return {"instruction": text.strip()}

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from dataflow.errors import DataflowError
+from dataflow.fingerprint import digest
 from dataflow.llm import pre_query_text, resolve_spec
 from dataflow.llm.backends.registry import backend_type
 from dataflow.operator import Context, Rejection, Result, rejects_frame
@@ -20,6 +21,7 @@ from dataflow.operators.generation.replies import OneModel, record_diversity
 from dataflow.operators.text import NoveltyIndex
 from dataflow.schemas import MESSAGES
 
+TEMPLATE_TEXT = re.compile(r"<\|[a-z_]+\|>|\[/?INST\]|</s>|<s>")  # chat-template markup: a query that ran past its turn
 PRE_QUERY_HELP = ("give pre_query: the text the model's chat template writes before a user's message, e.g. "
                   "'<|im_start|>user\\n' for ChatML models")
 
@@ -30,12 +32,15 @@ class Magpie(OneModel):
 
     Pass 1 sends the raw pre-query text (``pre_query``, else the model's own chat template with the
     row's ``system`` column, when given, as the system turn) and samples ``per_row`` completions
-    at ``temperature``: each is a user query. Queries that are empty, shorter than ``min_words``
-    or cut by ``max_tokens`` are rejected; so are duplicates of an earlier query (exact after
-    normalization: ``duplicate``; ROUGE-L above ``near_threshold``: ``near_duplicate``, the detail
-    naming the earlier one). Pass 2 answers each query at ``response_temperature``. Output:
-    ``instruction``, ``response``, ``messages`` (the SFT conversation), ``source_id``; id
-    ``<row id>/<k>``.
+    at ``temperature`` (seeded per row, so rows that send the same text get other queries): each
+    is a user query. Queries that are empty, shorter than ``min_words``, cut by ``max_tokens`` or
+    holding chat-template markup (``<|im_end|>``: the model wrote past its turn) are asked again;
+    a row's samples still invalid after ``max_attempts`` are rejects with the last reason. So are
+    duplicates of an earlier query (exact after normalization: ``duplicate``; ROUGE-L above
+    ``near_threshold``: ``near_duplicate``, the detail naming the earlier one). Pass 2 answers each
+    query at ``response_temperature``; an answer that is empty or cut by ``response_tokens`` is
+    asked again, then rejected. Output: ``instruction``, ``response``, ``messages`` (the SFT
+    conversation), ``source_id``; id ``<row id>/<k>``.
     """
 
     per_row: int = 4
@@ -55,7 +60,15 @@ class Magpie(OneModel):
         problems = super().check()
         if self.pre_query is None and not problems and backend_type(resolve_spec(self.model)).model_dir is None:
             problems.append(f"the model {self.model!r} has no chat template here (a server): {PRE_QUERY_HELP}")
-        problems += self.not_positive("per_row")
+        problems += self.not_positive("per_row", "response_tokens")
+        if not 0 < self.near_threshold <= 1:
+            problems.append(f"near_threshold must be in (0, 1] (a ROUGE-L F), not {self.near_threshold}")
+        if not 0 <= self.response_temperature <= 5:
+            problems.append(f"response_temperature must be between 0 and 5, not {self.response_temperature}")
+        if not isinstance(self.min_words, int) or self.min_words < 0:
+            problems.append(f"min_words must be an int >= 0, not {self.min_words!r}")
+        if self.pre_query is not None and not self.pre_query:
+            problems.append(f"pre_query is empty: {PRE_QUERY_HELP}, or leave it out to use the model's template")
         return problems
 
     def required_columns(self) -> dict[str, Any]:
@@ -78,7 +91,8 @@ class Magpie(OneModel):
         table = frame.collect()
         ctx.record("model", self.model)
         rows = {row["id"]: row for row in table.iter_rows(named=True)}
-        asks = {(row_id, ""): Ask((), self.per_row, prompt=self.prefix(row.get(self.system) if self.system else None))
+        asks = {(row_id, ""): Ask((), self.per_row, prompt=self.prefix(row.get(self.system) if self.system else None),
+                                  seed=int(digest([self.seed, row_id], 8), 16) >> 1)
                 for row_id, row in rows.items()}
         queried = self.ask(asks, rows, ctx, parse=self._query, progress=False)
         rejects, queries = [], []
@@ -90,6 +104,8 @@ class Magpie(OneModel):
             except Rejection as rejection:
                 rejects.append(reject_row(row_id, rejection))
                 continue
+            problem = queried.problems.get((row_id, ""), Rejection("no_reply", "too few completions came back"))
+            rejects += [reject_row(f"{row_id}/{k}", problem) for k in range(len(found), self.per_row)]
             for k, query in enumerate(found):
                 query_id, text = f"{row_id}/{k}", query["instruction"]
                 key = " ".join(re.findall(r"\w+", text.lower()))
@@ -109,13 +125,11 @@ class Magpie(OneModel):
         by_id = {q["id"]: q for q in queries}
         answered = self.ask({(q["id"], ""): Ask(self._turns(q), temperature=self.response_temperature,
                                                 max_tokens=self.response_tokens) for q in queries}, by_id, ctx,
-                            parse=lambda reply, row: {"response": reply.text.strip()})
+                            parse=self._response)
         made = []
         for q in queries:
             try:
                 response = answered.replies(q["id"])[0]["response"]
-                if not response:
-                    raise Rejection("empty_response", "the model's answer is empty")
             except Rejection as rejection:
                 rejects.append(reject_row(q["id"], rejection))
                 continue
@@ -129,10 +143,23 @@ class Magpie(OneModel):
         system = (("system", query["system"]),) if query["system"] else ()
         return (*system, ("user", query["instruction"]))
 
+    def _response(self, reply: Reply, row: dict) -> dict[str, Any]:
+        text = reply.text.strip()
+        if not text:
+            raise Rejection("empty_response", "the model's answer is empty")
+        if reply.finish_reason == "length":
+            raise Rejection("truncated_response", f"the answer did not end within {self.response_tokens} tokens "
+                                                  f"(raise response_tokens): {text[-200:]!r}")
+        return {"response": text}
+
     def _query(self, reply: Reply, row: dict) -> dict[str, Any]:
         text = reply.text.strip()
         if reply.finish_reason == "length":
             raise Rejection("truncated_query", f"the query did not end within {self.max_tokens} tokens: {text[:200]!r}")
         if len(text.split()) < self.min_words:
             raise Rejection("bad_query", f"fewer than {self.min_words} words: {text[:200]!r}")
+        markup = TEMPLATE_TEXT.search(text)
+        if markup:
+            raise Rejection("template_text", f"the query holds chat-template markup {markup.group()!r} (the model "
+                                             f"wrote past its turn): {text[:200]!r}")
         return {"instruction": text}

@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from dataflow.llm.types import schema_text
 from dataflow.operator import Context, Rejection, identity_field
 from dataflow.operators.generation.base import LLMOperator, Reply, reply_fields
+from dataflow.operators.generation.generate import schema_validator
 from dataflow.operators.text import distinct_metrics
 
 BOOLEAN = {"type": "boolean"}
@@ -39,8 +41,9 @@ def object_schema(**properties: dict) -> dict:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def reply_json(reply: Reply, key: str) -> Any:
-    """Field ``key`` of a JSON reply; a Rejection saying why when there is none."""
+def reply_json(reply: Reply, key: str, schema: dict | None = None) -> Any:
+    """Field ``key`` of a JSON reply; a Rejection saying why when there is none, or when the reply
+    breaks ``schema`` (the ask's: a backend without constrained decoding may)."""
     try:
         value = json.loads(reply.text)
     except json.JSONDecodeError:
@@ -48,6 +51,9 @@ def reply_json(reply: Reply, key: str) -> Any:
     if not isinstance(value, dict) or key not in value:
         reason = "truncated" if reply.finish_reason == "length" else "no_json"
         raise Rejection(reason, f"no JSON field '{key}' in the reply: {reply.text[:300]!r}")
+    broken = next(schema_validator(schema_text(schema)).iter_errors(value), None) if schema else None
+    if broken is not None:
+        raise Rejection("schema_mismatch", f"{broken.message[:200]}: {reply.text[:300]!r}")
     return value[key]
 
 

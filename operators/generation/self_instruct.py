@@ -89,6 +89,15 @@ ITEM_START = re.compile(r"(?:^|\n)[ \t]*\d+[ \t]*\.(?=\s|$)")  # "7." at a line 
 COMPLETE_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"\s*[,\]]')  # a JSON string item followed by , or ]
 
 
+def unusable_item(item: Any) -> tuple[str, str] | None:
+    """(reason, detail) for a listed item that is no task text at all: empty, or not a string."""
+    if not isinstance(item, str):
+        return "not_a_task", f"the item is {json.dumps(item, ensure_ascii=False)[:300]}, not a task's text"
+    if not item:
+        return "empty_task", "the item is empty"
+    return None
+
+
 def task_problem(text: str, min_words: int, max_words: int, blacklist: tuple[str, ...]) -> tuple[str, str] | None:
     """The paper's filters: (reason, detail) for a task to drop, or None."""
     words = len(text.split())
@@ -159,7 +168,18 @@ class SelfInstruct(OneModel):
 
     def check(self) -> list[str]:
         problems = super().check()
-        problems += self.not_positive("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds")
+        problems += self.not_positive("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds",
+                                      "min_words", "max_words")
+        problems += [f"{name} must be an int >= 0, not {getattr(self, name)!r}"
+                     for name in ("generated_examples", "min_new")
+                     if not isinstance(getattr(self, name), int) or getattr(self, name) < 0]
+        if isinstance(self.max_words, int) and isinstance(self.min_words, int) and self.max_words < self.min_words:
+            problems.append(f"max_words ({self.max_words}) is below min_words ({self.min_words}): every task would "
+                            f"be rejected")
+        if isinstance(self.blacklist, str) or not all(isinstance(w, str) and w.strip() for w in self.blacklist):
+            problems.append(f"blacklist must be a tuple of words, e.g. ('image', 'video'), not {self.blacklist!r}")
+        if self.style == "list" and not (isinstance(self.header, str) and self.header.strip()):
+            problems.append("header is empty: give the list's first line, e.g. 'Come up with a series of tasks:'")
         if self.style not in ("list", "json"):
             problems.append(f"style must be 'list' (the model continues a numbered list) or 'json' (a chat request "
                             f"answered in JSON, for chat-only endpoints), not {self.style!r}")
@@ -168,7 +188,7 @@ class SelfInstruct(OneModel):
         return problems
 
     def required_columns(self) -> dict[str, Any]:
-        return {self.instruction: None}
+        return {self.instruction: str}
 
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         return pl.Schema({"id": pl.String(), "instruction": pl.String(), "input": pl.String(), "output": pl.String(),
@@ -241,7 +261,7 @@ class SelfInstruct(OneModel):
                                           f"{reply['cut_off'][:300]!r}"})
             for j, text in enumerate(tasks):
                 task_id = f"{key}/{j}"
-                found = task_problem(text, self.min_words, self.max_words, self.blacklist)
+                found = unusable_item(text) or task_problem(text, self.min_words, self.max_words, self.blacklist)
                 similar = None if found else pool.too_similar(text)
                 if similar is not None:
                     found = ("not_novel", json.dumps({"most_similar": similar.text[:300],
@@ -269,12 +289,15 @@ class SelfInstruct(OneModel):
         asks = {(task_id, ""): Ask((("user", CLASSIFY.format(instruction=task["instruction"])),),
                                    json_schema=object_schema(classification=BOOLEAN), temperature=0.0,
                                    max_tokens=16) for task_id, task in rows.items()}
-        classified = self.ask(asks, rows, ctx, parse=lambda reply, row: {"value": reply_json(reply, "classification")},
-                              progress=False).valid
+        classified = self.ask(asks, rows, ctx, parse=_classification, progress=False)
         asks = {}
-        for task_id, task in rows.items():
-            answer = classified.get((task_id, ""))
-            task["is_classification"] = bool(answer) and answer[0]["value"] is True
+        for task_id, task in list(rows.items()):
+            try:
+                task["is_classification"] = classified.replies(task_id)[0]["value"]
+            except Rejection as rejection:
+                rejects.append(reject_row(task_id, Rejection(rejection.reason, f"classification: {rejection.detail}")))
+                del rows[task_id]
+                continue
             template, schema = ((OUTPUT_FIRST, object_schema(label=string_field(200), input=string_field(2000)))
                                 if task["is_classification"] else
                                 (INPUT_FIRST, object_schema(input=string_field(2000), output=string_field(3000))))
@@ -295,7 +318,7 @@ def _listed_tasks(reply: Reply, row: dict) -> dict[str, Any]:
     the last item of a reply cut by ``max_tokens`` is ``cut_off``."""
     items = [" ".join(item.split()) for item in ITEM_START.split(f"{row['next']}.{reply.text}")[1:]]
     cut_off = items.pop() if reply.finish_reason == "length" and items else None
-    return _some_tasks(reply, [item for item in items if item], cut_off)
+    return _some_tasks(reply, items, cut_off)
 
 
 def _json_tasks(reply: Reply, row: dict) -> dict[str, Any]:
@@ -311,15 +334,24 @@ def _json_tasks(reply: Reply, row: dict) -> dict[str, Any]:
         items = list(COMPLETE_ITEM.finditer(listed))
         tasks = [json.loads(f'"{item.group(1)}"') for item in items]
         cut_off = listed[items[-1].end() if items else 0:].strip(' \n,"') or None
-    tasks = [NUMBERING.sub("", t).strip() for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
-    return _some_tasks(reply, [t for t in tasks if t], cut_off)
+    tasks = tasks if isinstance(tasks, list) else []
+    tasks = [NUMBERING.sub("", t).strip() if isinstance(t, str) else t for t in tasks]
+    return _some_tasks(reply, tasks, cut_off)
 
 
-def _some_tasks(reply: Reply, tasks: list[str], cut_off: str | None) -> dict[str, Any]:
-    """The parsed reply; a reply with neither a task nor a cut-off one is invalid (asked again)."""
-    if not tasks and not cut_off:
+def _some_tasks(reply: Reply, tasks: list, cut_off: str | None) -> dict[str, Any]:
+    """The parsed reply: its items (an empty or non-text one is a reject of its own) and the cut-off
+    one; a reply with neither a task nor a cut-off one is invalid (asked again)."""
+    if not any(unusable_item(t) is None for t in tasks) and not cut_off:
         raise Rejection("no_tasks", f"the reply lists no task: {reply.text[:300]!r}")
     return {"tasks": tasks, "cut_off": cut_off}
+
+
+def _classification(reply: Reply, row: dict) -> dict[str, Any]:
+    value = reply_json(reply, "classification")
+    if not isinstance(value, bool):
+        raise Rejection("bad_classification", f"'classification' is not true or false: {reply.text[:300]!r}")
+    return {"value": value}
 
 
 def _instance(reply: Reply, row: dict) -> dict[str, Any]:
@@ -327,9 +359,13 @@ def _instance(reply: Reply, row: dict) -> dict[str, Any]:
         output, given = reply_json(reply, "label"), reply_json(reply, "input")
     else:
         given, output = reply_json(reply, "input"), reply_json(reply, "output")
-    if not isinstance(output, str) or not output.strip():
+    for value in (output, given):
+        if not isinstance(value, str):
+            shown = json.dumps(value, ensure_ascii=False)[:100]
+            raise Rejection("not_text", f"an instance field is {shown}, not text: {reply.text[:300]!r}")
+    if not output.strip():
         raise Rejection("empty_output", f"the instance has no output: {reply.text[:300]!r}")
-    given = given.strip() if isinstance(given, str) else ""
+    given = given.strip()
     if output.strip().lower() in ("output", "label") or given.lower() == "input":
         raise Rejection("placeholder_instance", f"the instance repeats the field names: {reply.text[:300]!r}")
     return {"input": given, "output": output.strip()}
