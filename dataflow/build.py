@@ -27,8 +27,12 @@ from dataflow.store import Store, now
 def load_pipeline(path: str | Path, overrides: dict[str, str] | None = None) -> Pipeline:
     """Import a pipeline file and return its Pipeline (the one named ``pipeline``, or the only one)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataflowError(f"{path} is a directory: give the pipeline's Python file, e.g. {path}/pipeline.py")
     if not path.is_file():
         raise DataflowError(f"pipeline file not found: {path}")
+    if path.suffix != ".py":
+        raise DataflowError(f"{path} is not a Python file: a pipeline is a .py file that builds a Pipeline")
     module_name = f"dataflow_pipeline_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -61,6 +65,8 @@ def load_pipeline(path: str | Path, overrides: dict[str, str] | None = None) -> 
 
 
 def plan(pipeline: Pipeline, out: Path, rebuild: tuple[str, ...] = ()) -> tuple[CompiledPipeline, dict[str, NodePlan]]:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DataflowError(f"--out {out} is a file: give a directory for the build")
     compiled = pipeline.compile()
     unknown = [n for n in rebuild if n not in compiled.nodes]
     if unknown:
@@ -82,6 +88,7 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
            "started": started_at, "status": "failed"}
     try:
         store.remove_stale_tmp()
+        store.started(pipeline.name)
         gates = GateKeeper(compiled.gates, store, previous_manifest(store, pipeline.name), progress)
         with bounded_read_ahead():
             stats = run_nodes(store, progress).run(compiled, plans, gates.passes)
@@ -98,6 +105,7 @@ def build(pipeline: Pipeline, out: Path, progress: Progress, rebuild: tuple[str,
         outputs = {name: {"node": spec.node, "schema": spec.schema, "skipped": name in skipped_outputs}
                    for name, spec in compiled.outputs.items()}
         write_manifest(store, pipeline, nodes, outputs, report, started_at, run["run_id"])
+        store.finished(pipeline.name)
         run.update(status="gate_failed" if report.failed_gates else "ok",
                    nodes_built=sum(s.status in ("built", "view") for s in report.stats),
                    nodes_cached=sum(s.status == "cached" for s in report.stats))

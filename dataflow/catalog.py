@@ -126,8 +126,17 @@ def nodes_table(out: Path) -> pl.DataFrame:
 def query(out: Path, sql: str) -> pl.DataFrame:
     con = connect(out)
     try:
-        return con.sql(sql).pl()
+        relation = con.sql(sql)
     except duckdb.Error as exc:
         views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
         raise DataflowError(f"query failed: {str(exc).splitlines()[0]}. Available views: "
                             f"{', '.join(sorted(views))}") from exc
+    if relation is None:
+        raise DataflowError("the query returns no rows: give a SELECT (or another statement with a result), "
+                            "e.g. \"select * from nodes\"")
+    try:
+        return relation.pl()
+    except (duckdb.Error, pl.exceptions.PolarsError) as exc:
+        types = ", ".join(f"{name} {kind}" for name, kind in zip(relation.columns, relation.types))
+        raise DataflowError(f"a column of the result cannot be read ({str(exc).splitlines()[0]}); its columns: "
+                            f"{types}. Cast that one to VARCHAR in the query, e.g. select x::VARCHAR") from exc

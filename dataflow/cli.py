@@ -109,15 +109,28 @@ def print_params(pipeline) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dataflow.records import read_manifest
+    from dataflow.records import read_manifest, read_runs
     from dataflow.reports import report
 
     if args.format == "html":
+        import polars as pl
+
         from dataflow.reports.html import write
 
-        print(f"wrote {write(args.out)} (one file: open it in a browser, no network needed)")
+        try:
+            written = write(args.out)
+        except pl.exceptions.PolarsError as exc:
+            raise DataflowError(f"the report cannot read the build in {args.out}/ ({str(exc).splitlines()[0]}): a file "
+                                f"of it is damaged; build the pipeline again, which writes its outputs again") from exc
+        print(f"wrote {written} (one file: open it in a browser, no network needed)")
         return 0
-    report(args.format)(read_manifest(args.out))
+    manifest = read_manifest(args.out)
+    report(args.format)(manifest)
+    last = (read_runs(args.out) or [{}])[-1]
+    if last.get("status") not in (None, "ok") and last.get("run_id") != manifest.get("run_id"):
+        print(f"note: this is the last build that finished; the build after it (run {last.get('run_id')}, started "
+              f"{last.get('started')}) ended with status '{last.get('status')}': `dataflow report --format html` "
+              f"shows what it did")
     return 0
 
 
@@ -152,6 +165,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     con = connect(args.out)
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     if args.name not in views:
+        from dataflow.records import read_manifest
+
+        manifest = read_manifest(args.out)
+        if args.name in manifest["nodes"] or args.name in manifest["outputs"]:
+            raise DataflowError(f"'{args.name}' was not built in the last build: a failed gate held it back (see "
+                                f"`dataflow query \"select * from gates where not passed\"`)")
         raise DataflowError(f"no node or output named '{args.name}'; there are: {', '.join(sorted(views))}")
     total = con.sql(f'SELECT count(*) FROM "{args.name}"').fetchall()[0][0]
     frame = con.sql(f'SELECT * FROM "{args.name}" LIMIT {int(args.limit)}').pl()
@@ -194,6 +213,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from dataflow.store import Store
 
     store = Store(args.out)
+    if not store.root.is_dir():
+        raise DataflowError(f"no build found in {args.out}/ (no .dataflow/ folder): nothing to clean; give the "
+                            f"build folder with --out")
     keep = referenced_fingerprints(store)
     store.lock()
     try:
@@ -208,6 +230,10 @@ def print_frame(frame, fmt: str) -> None:
     import polars as pl
 
     if fmt == "csv":
+        nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+        if nested:
+            raise DataflowError(f"CSV cannot hold nested columns ({', '.join(nested)}): use --format json, or "
+                                f"select flat columns")
         sys.stdout.write(frame.write_csv())
     elif fmt == "json":
         sys.stdout.write(frame.write_json() + "\n")

@@ -37,11 +37,12 @@ PLAIN_TYPES = (pl.String, pl.Binary, pl.Boolean, pl.Int8, pl.Int16, pl.Int32, pl
 def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dict[str, NodeStats]) -> bool:
     """Materialize output ``name``; returns False when it was already up to date (its node was
     found in the store, as this output shows it: a node built again, by ``--rebuild`` or to retry
-    failed requests, may hold other rows under the same fingerprint)."""
+    failed requests, may hold other rows under the same fingerprint; and its data file is whole)."""
     node = stats[compiled.outputs[name].node]
     target = store.out / name
     marker = target / FINGERPRINT_FILE
-    if node.status == "cached" and marker.exists() and marker.read_text() == node.fingerprint:
+    if node.status == "cached" and marker.exists() and marker.read_text() == node.fingerprint \
+            and _whole_parquet(target / DATA):
         return False
     tmp = store.tmp / f"out-{name}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)
@@ -50,6 +51,16 @@ def write_output(store: Store, compiled: CompiledPipeline, name: str, stats: dic
     (tmp / FINGERPRINT_FILE).write_text(node.fingerprint)
     store.move_into_place(tmp, target)
     return True
+
+
+def _whole_parquet(path: Path) -> bool:
+    """Whether ``path`` ends as a Parquet file does (a deleted, cut or overwritten file does not)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def withdraw_output(store: Store, name: str) -> None:

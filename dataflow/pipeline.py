@@ -39,6 +39,7 @@ SQL_RESERVED = frozenset("""
     semi show similar some summarize symmetric table tablesample then to trailing true union unique
     unpack unpivot using variadic verbose when where window with
 """.split())
+CATALOG_VIEWS = frozenset({"rejects", "runs", "nodes", "edges", "gates", "rounds"})  # `dataflow query`'s own views
 
 
 def name_problem(kind: str, name: str) -> str | None:
@@ -46,6 +47,8 @@ def name_problem(kind: str, name: str) -> str | None:
         return f"{kind} name {name!r} is not an identifier (letters, digits, _): rename it"
     if name.lower() in SQL_RESERVED:
         return f"{kind} name '{name}' is an SQL keyword, so queries would need it quoted: rename it"
+    if name.lower() in CATALOG_VIEWS:
+        return f"{kind} name '{name}' is taken by the query view of every build's {name.lower()}: rename it"
     return None
 
 @dataclass
@@ -134,6 +137,8 @@ class Pipeline:
     def param(self, name: str, default: Any, help: str = "") -> Any:
         """A build parameter; ``dataflow build --set name=value`` overrides the default.
         ``dataflow build PIPELINE --help-params`` lists them with their ``help``."""
+        if name in self.declared_params:
+            raise DataflowError(f"parameter '{name}' is declared twice (p.param): declare it once and use its value")
         value, overrides = default, _overrides.get()
         if overrides is not None and name in overrides.values:
             overrides.used.add(name)
@@ -193,7 +198,7 @@ class Pipeline:
     def _fresh_name(self, label: str) -> str:
         base = re.sub(r"\W", "_", label).strip("_") or "node"
         base = base if NAME_PATTERN.match(base) else f"n_{base}"
-        base = f"{base}_step" if base.lower() in SQL_RESERVED else base
+        base = f"{base}_step" if base.lower() in SQL_RESERVED | CATALOG_VIEWS else base
         name, n = base, 2
         while name in self.nodes:
             name, n = f"{base}_{n}", n + 1

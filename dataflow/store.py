@@ -3,7 +3,9 @@
 Each built node is a directory ``cache/<fingerprint>/`` holding ``data.parquet`` (zstd), its
 ``rejects.parquet`` if it dropped rows, and ``meta.json`` (written by ``dataflow.records``). A node
 is written under ``tmp/`` and renamed into place when complete, so a crash never leaves a half node
-that looks done. A view node (a filter) stores only its rejects.
+that looks done. A view node (a filter) stores only its rejects. ``unfinished/`` notes when each
+pipeline's build began until it records its manifest, so ``dataflow clean`` keeps what an interrupted
+build finished.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from dataflow.errors import DataflowError
 
 DATA, REJECTS, META = "data.parquet", "rejects.parquet", "meta.json"
+UNFINISHED = "unfinished"  # a marker per pipeline whose latest build began and has not recorded its manifest
 
 
 class Store:
@@ -91,13 +94,32 @@ class Store:
             if pid is None or not _alive(pid) or pid == os.getpid():
                 shutil.rmtree(path, ignore_errors=True)
 
+    def started(self, pipeline: str) -> None:
+        """Note that a build of ``pipeline`` began (the first unfinished attempt's time is kept)."""
+        marker = self.root / UNFINISHED / f"{pipeline}.start"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        if not marker.exists():
+            marker.write_text(str(time.time()))
+
+    def finished(self, pipeline: str) -> None:
+        """A build of ``pipeline`` recorded its manifest: what it used is referenced from there."""
+        (self.root / UNFINISHED / f"{pipeline}.start").unlink(missing_ok=True)
+
+    def unfinished_since(self) -> float | None:
+        """When the earliest build that has not recorded its manifest yet (interrupted, failed, killed) began."""
+        starts = [float(p.read_text() or 0) for p in (self.root / UNFINISHED).glob("*.start")]
+        return min(starts) if starts else None
+
     def clean(self, keep: set[str]) -> tuple[int, int]:
-        """Delete cache entries whose fingerprint is not in ``keep``; (entries, bytes) freed."""
+        """Delete cache entries whose fingerprint is not in ``keep``, except those written since a build that
+        has not finished began (the next build resumes from them); (entries, bytes) freed."""
         removed = freed = 0
         if not self.cache.exists():
             return 0, 0
+        since = self.unfinished_since()
         for entry in self.cache.iterdir():
-            if entry.name not in keep:
+            resumable = since is not None and (entry / META).exists() and (entry / META).stat().st_mtime >= since - 1
+            if entry.name not in keep and not resumable:
                 freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
                 shutil.rmtree(entry)
                 removed += 1

@@ -83,6 +83,11 @@ CASES = {  # name: (files, pipeline source, extra CLI args, what the error must 
                           [], "cycle"),
     "pipeline: a node name that is SQL": ({"in.jsonl": GOOD}, pipeline("src = p.read_jsonl('in.jsonl', name='select')"), [],
                                           "'select'"),
+    "pipeline: a node named like a query view": ({"in.jsonl": GOOD}, pipeline(
+        "src = p.read_jsonl('in.jsonl', name='runs')"), [], "node name 'runs' is taken by the query view"),
+    "pipeline: a parameter declared twice": ({"in.jsonl": GOOD}, pipeline(
+        "n = p.param('n', 3)\nm = p.param('n', 'x')\nsrc = p.read_jsonl('in.jsonl')"), [],
+        "parameter 'n' is declared twice"),
     "pipeline: an unknown --set": ({"in.jsonl": GOOD}, read("read_jsonl", "in.jsonl"), ["--set", "nope=1"], "nope"),
     "pipeline: a --set of the wrong type": ({"in.jsonl": GOOD}, pipeline("n = p.param('n', 3)\nsrc = p.read_jsonl('in.jsonl')"),
                                             ["--set", "n=three"], "--set n=three"),

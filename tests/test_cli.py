@@ -71,10 +71,19 @@ def test_user_errors_exit_nonzero_with_one_paragraph(tmp_path, built):
     assert result.returncode == 1
     assert "column 'txet' not found. Did you mean 'text'?" in result.stderr
     assert "Traceback" not in result.stderr
+    (tmp_path / "pipeline.txt").write_text(bad.read_text())
+    (tmp_path / "views.py").write_text(bad.read_text().replace("src.filter(pl.col('txet') != '')", "src"
+                                                                ).replace("p.output('o'", "p.output('rejects'"))
     for args in (["query", "select * from nope", "--out", str(built)], ["show", "nope", "--out", str(built)],
-                 ["build", str(tmp_path / "missing.py")], ["query", "select 1", "--out", str(tmp_path / "none")]):
+                 ["build", str(tmp_path / "missing.py")], ["query", "select 1", "--out", str(tmp_path / "none")],
+                 ["build", str(tmp_path / "pipeline.txt")], ["build", str(tmp_path)],
+                 ["query", " ", "--out", str(built)],
+                 ["query", "select interval 1 day", "--out", str(built)],
+                 ["show", "train", "--format", "csv", "--out", str(built)], ["clean", "--out", str(tmp_path / "none")],
+                 ["build", str(tmp_path / "views.py"), "--out", str(tmp_path / "v")]):
         result = dataflow(*args)
-        assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+        assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr, args
+    assert not (tmp_path / "none").exists()
 
 
 def test_help_documents_every_command():
@@ -150,3 +159,29 @@ def test_a_build_without_models_imports_no_model_ray_or_duckdb_library_nor_the_l
     assert result.returncode == 0, result.stderr
     assert "built 4 of 4 node(s)" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_summary_after_a_failed_build_says_it_is_the_one_before(tmp_path):
+    out = tmp_path / "out"
+    assert dataflow("build", str(QUICKSTART), "--out", str(out)).returncode == 0
+    broken = tmp_path / "broken.py"
+    broken.write_text("from dataflow import Pipeline\np = Pipeline('broken')\n"
+                      "def fail(row):\n    raise ValueError('no')\n"
+                      "p.output('o', p.from_rows([{'n': 1}]).map(fail, outputs={'m': int}, name='failing'))\n")
+    assert dataflow("build", str(broken), "--out", str(out)).returncode == 1
+    result = dataflow("report", "--out", str(out))
+    assert result.returncode == 0 and "note: this is the last build that finished" in result.stdout
+    assert "ended with status 'failed'" in result.stdout
+
+
+def test_a_rebuild_writes_again_an_output_file_that_was_deleted_or_overwritten(tmp_path):
+    out = tmp_path / "out"
+    assert dataflow("build", str(QUICKSTART), "--out", str(out)).returncode == 0
+    data = out / "train" / "data.parquet"
+    kept = data.read_bytes()
+    for damage in (data.unlink, lambda: data.write_text("garbage")):
+        damage()
+        result = dataflow("build", str(QUICKSTART), "--out", str(out))
+        assert result.returncode == 0 and "nothing to do" not in result.stdout
+        assert data.read_bytes() == kept
+    assert "nothing to do" in dataflow("build", str(QUICKSTART), "--out", str(out)).stdout

@@ -365,6 +365,19 @@ def test_a_row_llamafactory_would_skip_is_an_error_naming_it(builder, tmp_path, 
     assert exported(capsys, builder.out, "chats", "openai", tmp_path / "openai").count("(2 rows)") == 1
 
 
+@pytest.mark.parametrize("fmt", ["openai", "sharegpt", "chatml", "trl", "alpaca"])
+def test_rows_that_are_not_records_of_the_outputs_schema_stop_an_export_before_any_file(builder, tmp_path, capsys,
+                                                                                         fmt):
+    user, answer = {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}
+    p = Pipeline("unfinished")
+    p.output("chats", p.from_rows([{"id": "ok", "messages": [user, answer]}, {"id": "open", "messages": [user]}],
+                                  name="rows"), schema="sft")
+    builder.build(p)
+    code, _, stderr = export(capsys, builder.out, "chats", fmt, tmp_path / fmt)
+    assert code == 1 and "1 of 2 rows of output 'chats' are not sft records (row 'open': messages[0].role" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / fmt).exists()
+
+
 def test_an_unrelated_folder_is_never_written_into(quickstart, tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()

@@ -156,6 +156,7 @@ def test_bad_specs_and_templates_fail_at_compile_time_without_loading_a_model(bu
         (Generate("{{ q ", model="fake:m"), "does not parse"),
         (Generate("{q}", model="fake:m", temperature=-1.0), "temperature must be between 0 and 5"),
         (Generate(model="fake:m"), "exactly one of prompt"),
+        (Generate(conversation="q", model="fake:m"), "column 'q' is String but the operator needs List"),
         (StructuredGenerate("{q}", model="fake:m", json_schema={"type": "nonsense"}), "not a valid JSON schema"),
     ]
     for op, message in cases:

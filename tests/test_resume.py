@@ -50,6 +50,9 @@ def test_sigkill_mid_build_resumes_with_identical_outputs(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "result").exists()
+    swept = subprocess.run([sys.executable, "-m", "dataflow.cli", "clean", "--out", str(tmp_path / "killed")],
+                           capture_output=True, text=True)
+    assert "removed 0 unreferenced" in swept.stdout  # what the killed build finished is kept for the resume
 
     resumed = build(pipeline, tmp_path / "killed", env)
     out, err = resumed.communicate(timeout=120)

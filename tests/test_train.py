@@ -194,6 +194,11 @@ def test_bad_input_is_one_paragraph_before_any_model_loads(sft_out, tmp_path, ca
     p = Pipeline("no_verifier")
     p.output("prompts", p.from_rows([{"prompt": [{"role": "user", "content": "1+1?"}], "answer": "2"}]),
              schema="prompt")
+    user, answer = {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}
+    p.output("sft_rows", p.from_rows([{"messages": [user, answer]}, {"messages": [user]}], name="sft_rows"),
+             schema="sft")  # the second row ends with the user
+    p.output("pairs", p.from_rows([{"prompt": [user], "chosen": [answer], "rejected": []}], name="pairs"),
+             schema="preference")
     from tests.conftest import Builder
 
     Builder(tmp_path / "pv").build(p)
@@ -206,6 +211,10 @@ def test_bad_input_is_one_paragraph_before_any_model_loads(sft_out, tmp_path, ca
         ("sft", "train", "--out", str(sft_out), "--set", "batch_size=100000"): "lower batch_size",
         ("grpo", "prompts", "--out", str(tmp_path / "pv")): "set verifier=math",
         ("sft", "train", "--out", str(tmp_path / "missing")): "no build found",
+        ("sft", "sft_rows", "--out", str(tmp_path / "pv")): "1 of 2 rows of output 'sft_rows' are not sft records",
+        ("dpo", "pairs", "--out", str(tmp_path / "pv")): "rejected: expected a non-empty list of turns",
+        ("sft", "train", "--out", str(sft_out), "--model", "hf:"): "model 'hf:'",
+        ("sft", "train", "--out", str(sft_out), "--model", f"hf:{tmp_path}"): "is not a saved Hugging Face model",
     }
     for args, message in cases.items():
         code, _, err = train(capsys, *args, *common)
@@ -213,3 +222,16 @@ def test_bad_input_is_one_paragraph_before_any_model_loads(sft_out, tmp_path, ca
         assert err.count("\n") == 1, err  # one paragraph
     assert not (tmp_path / "runs").exists()  # nothing started
     assert pl.read_parquet(sft_out / "train" / "data.parquet").height > 0
+
+
+def test_a_run_that_fails_says_so_in_its_record(sft_out, tmp_path, monkeypatch):
+    from dataflow.trainers import train as training
+
+    def broken(*args):
+        raise RuntimeError("the trainer broke")
+
+    monkeypatch.setattr(training, "_run", broken)
+    with pytest.raises(RuntimeError, match="the trainer broke"):
+        training.train("sft", "train", out=sft_out, runs=tmp_path / "runs", settings={"max_steps": "1"})
+    record = read_run(find_run("last", tmp_path / "runs"))
+    assert record["status"] == "failed" and "the trainer broke" in record["error"]  # not left "running"

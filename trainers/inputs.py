@@ -9,8 +9,11 @@ from pathlib import Path
 import polars as pl
 
 from dataflow.errors import DataflowError
+from dataflow.operator import Rejection
 from dataflow.records import read_manifest
 from dataflow.schemas import SCHEMAS
+
+SHOWN_BAD_ROWS = 3  # invalid rows an error names
 
 DATA = "data.parquet"
 FINGERPRINT = ".fingerprint"
@@ -29,7 +32,28 @@ class BuildOutput:
     rows: int
 
     def frame(self) -> pl.DataFrame:
-        return pl.read_parquet(self.path)
+        try:
+            return pl.read_parquet(self.path)
+        except pl.exceptions.PolarsError as exc:
+            raise unreadable(self.name, self.path, self.build, exc) from exc
+
+    def valid_frame(self, schema: str, purpose: str) -> pl.DataFrame:
+        """The rows, each a valid ``schema`` record (``dataflow.schemas``); else an error naming the first bad
+        rows, before any model loads or any file is written."""
+        frame = self.frame()
+        validate, bad, count = SCHEMAS[schema].validate, [], 0
+        for row in frame.iter_rows(named=True):
+            try:
+                validate(row)
+            except Rejection as rejection:
+                count += 1
+                if len(bad) < SHOWN_BAD_ROWS:
+                    bad.append(f"row {row.get('id')!r}: {rejection.detail}")
+        if count:
+            raise DataflowError(f"{purpose}: {count} of {len(frame)} rows of output '{self.name}' are not {schema} "
+                                f"records ({'; '.join(bad)}); send them to rejects in the pipeline with "
+                                f"`node.validate(\"{schema}\")` and build again")
+        return frame
 
     def record(self) -> dict:
         """How a run or an evaluation names the data it used (a model traces back to its build)."""
@@ -61,7 +85,10 @@ def find_output(ref: str, out: Path | str = "out", allow_empty: bool = False) ->
     if not path.exists():
         raise DataflowError(f"output '{name}': {path} is missing; build the pipeline again "
                             f"(`dataflow build {manifest.get('file') or 'PIPELINE.py'} --out {out}`)")
-    rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    try:
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    except pl.exceptions.PolarsError as exc:
+        raise unreadable(name, path, out, exc) from exc
     if rows == 0 and not allow_empty:
         raise DataflowError(f"output '{name}' in {out}/ has no rows: nothing to train, export or evaluate on; "
                             f"see why with `dataflow query \"select node, reason, count(*) from rejects group by all\""
@@ -69,6 +96,12 @@ def find_output(ref: str, out: Path | str = "out", allow_empty: bool = False) ->
     fingerprint = (path.parent / FINGERPRINT).read_text().strip() if (path.parent / FINGERPRINT).exists() else ""
     schema = spec.get("schema") or infer_schema(pl.read_parquet_schema(path))
     return BuildOutput(name, path, out, manifest["pipeline"], schema, fingerprint, rows)
+
+
+def unreadable(name: str, path: Path, out: Path, exc: Exception) -> DataflowError:
+    """The error for an output file that is not whole (cut, overwritten): a build writes it again."""
+    return DataflowError(f"output '{name}': {path} cannot be read ({str(exc).splitlines()[0]}); build the pipeline "
+                         f"again (`dataflow build PIPELINE.py --out {out}`): it writes the output again")
 
 
 def infer_schema(columns: dict[str, pl.DataType]) -> str | None:

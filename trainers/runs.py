@@ -70,9 +70,9 @@ def resolve_model(text: str, runs: Path = RUNS) -> tuple[str, Path | None]:
     try:
         resolve_spec(text)
         return text, None
-    except SpecError:
+    except SpecError as exc:
         if ":" in text and not Path(text).exists():
-            raise
+            raise DataflowError(f"model {text!r}: {exc}") from exc
     directory = find_run(text, runs)
     record = read_run(directory)
     if record.get("status") != "finished" or not (directory / MODEL / "config.json").exists():
@@ -91,6 +91,9 @@ def trainable_dir(spec_text: str) -> Path:
         from dataflow.llm.convert import ensure_default_model
 
         return ensure_default_model()
+    if not (Path(spec.target) / "config.json").is_file():
+        raise DataflowError(f"model {spec_text!r}: {spec.target} is not a saved Hugging Face model (no config.json "
+                            f"there); give hf:PATH of a model folder, local, or a finished run's id")
     return Path(spec.target)
 
 

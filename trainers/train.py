@@ -36,6 +36,7 @@ from dataflow.trainers.runs import (
 )
 
 ACCEPTS = {"sft": ("sft", "conversation"), "dpo": ("preference",), "grpo": ("prompt",)}
+RECORDS = {"sft": "sft", "dpo": "preference", "grpo": "prompt"}  # what every row must be, for the trainer
 COLUMNS = {"sft": ["messages"], "dpo": ["prompt", "chosen", "rejected"], "grpo": ["prompt", "answer", "verifier"]}
 CHECKPOINTS = "checkpoints"
 LOSS = "loss.jsonl"
@@ -62,13 +63,20 @@ def train(trainer: str, data_ref: str, model: str = "local", config_file: Path |
               "status": "running", "started": now(), "command": " ".join(sys.argv), "versions": _versions()}
     write_run(directory, record)
     (directory / "config.yaml").write_text(as_yaml(config))
-    _run(trainer, config, base_dir, model, frame, directory, record, log)
+    try:
+        _run(trainer, config, base_dir, model, frame, directory, record, log)
+    except BaseException as exc:  # the record says so; the same command resumes from the last checkpoint
+        record.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", finished=now(),
+                      error=f"{type(exc).__name__}: {str(exc)[:500]}")
+        write_run(directory, record)
+        raise
     return directory
 
 
 def training_rows(trainer: str, data: BuildOutput, config: TrainConfig) -> pl.DataFrame:
-    """The columns the trainer reads; a GRPO prompt set must say how each answer is checked."""
-    frame = data.frame()
+    """The columns the trainer reads, every row a valid record; a GRPO prompt set must say how each answer
+    is checked."""
+    frame = data.valid_frame(RECORDS[trainer], f"`dataflow train {trainer}`")
     columns = [c for c in COLUMNS[trainer] if c in frame.columns]
     if trainer == "grpo":
         names = set(frame["verifier"].unique()) if "verifier" in frame.columns else {None}

@@ -22,6 +22,7 @@ from dataflow.llm.types import TRUNCATED, Sampling, schema_text
 from dataflow.operator import Context, Rejection, identity_field
 from dataflow.operators.generation.base import Ask, LLMOperator, Messages, Reply
 from dataflow.operators.generation.templates import renderer, template_columns
+from dataflow.schemas import MESSAGES
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Generate(LLMOperator):
 
     def required_columns(self) -> dict[str, Any]:
         if self.conversation is not None:
-            return {self.conversation: None}
+            return {self.conversation: MESSAGES}
         try:
             return dict.fromkeys(sorted(template_columns(self.prompt or "") - {"id"}))
         except Exception:

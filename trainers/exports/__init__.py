@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 def prepared_frame(data: BuildOutput, system: str | None) -> pl.DataFrame:
     """The output's rows with plain turns and ``system`` first; a prompt set's prompts as their pass rates were
     measured."""
-    frame = plain_turns(data.frame(), data.schema)
+    frame = plain_turns(data.valid_frame(data.schema, "`dataflow export`"), data.schema)
     if data.schema == "prompt":
         check_measured_prompt(data, frame, system)
     return with_system(frame, TURNS_COLUMN[data.schema], system)
