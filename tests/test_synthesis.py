@@ -24,7 +24,8 @@ from dataflow.operator import Rejection
 from dataflow.operators import (ConstitutionalRevision, EvolInstruct, Magpie, MultiTurnDialogue, SelfInstruct,
                                 ToPreference, TopicTemplate)
 from dataflow.operators.generation.base import Reply
-from dataflow.operators.generation.self_instruct import _instance, _json_tasks, _listed_tasks, unusable_item
+from dataflow.operators.generation.self_instruct import (BLACKLIST, _instance, _json_tasks, _listed_tasks,
+                                                         task_problem, unusable_item)
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "seed_tasks.jsonl"
 
@@ -354,6 +355,16 @@ def test_listed_items_that_are_no_task_text_are_rejects_of_their_own(style, text
     with pytest.raises(Rejection, match="no_tasks"):  # nothing usable: the reply is asked again
         nothing = text.replace("Write a poem about the moon tonight.", "")
         parse(Reply(nothing, "stop", None, None, MODEL, 0), {"next": 9})
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("I'm sorry, but I cannot come up with new tasks right now.", "assistant_voice"),
+    ("Sure! Here are some new tasks for you:", "assistant_voice"), ("Here are 5 new tasks to try:", "assistant_voice"),
+    ("Here are three sentences: classify each as formal or informal.", None),
+    ("Sort the following numbers from the smallest to the largest.", None)])
+def test_a_listed_item_in_the_models_own_voice_is_no_task(text, reason):
+    found = task_problem(text, 4, 150, BLACKLIST)
+    assert (found[0] if found else None) == reason
 
 
 def test_a_task_whose_classification_is_no_verdict_is_a_reject(builder, monkeypatch):

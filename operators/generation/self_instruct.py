@@ -84,6 +84,9 @@ whose correct label is that one.
 Reply with JSON: "label", then "input"."""
 
 
+# How a model's own reply starts (an apology, an agreement, an intro to a list): never a task a user asks.
+ASSISTANT_VOICE = re.compile(r"^(?:i'?m sorry|i am sorry|sorry\b|as an ai\b|sure\b|certainly\b|of course\b|"
+                             r"here (?:are|is) (?:some|a few|\d+|the)\b.*\btasks?\b)", re.I)
 NUMBERING = re.compile(r"^\s*(?:task\s*)?\d+\s*[.):](?:\s+|$)", re.I)  # "7. ", "Task 7:" before a task
 ITEM_START = re.compile(r"(?:^|\n)[ \t]*\d+[ \t]*\.(?=\s|$)")  # "7." at a line start: where a listed task begins
 COMPLETE_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"\s*[,\]]')  # a JSON string item followed by , or ]
@@ -99,7 +102,8 @@ def unusable_item(item: Any) -> tuple[str, str] | None:
 
 
 def task_problem(text: str, min_words: int, max_words: int, blacklist: tuple[str, ...]) -> tuple[str, str] | None:
-    """The paper's filters: (reason, detail) for a task to drop, or None."""
+    """The paper's filters, and a reply in the model's own voice ("I'm sorry, ...", "Sure! Here are
+    some new tasks:"): (reason, detail) for a task to drop, or None."""
     words = len(text.split())
     if words < min_words:
         return "too_short", f"{words} words, fewer than {min_words}"
@@ -113,6 +117,8 @@ def task_problem(text: str, min_words: int, max_words: int, blacklist: tuple[str
         return "starts_with_punctuation", f"starts with {text[0]!r}"
     if not text[0].isascii():
         return "non_ascii_start", f"starts with {text[0]!r}"
+    if ASSISTANT_VOICE.match(text):
+        return "assistant_voice", "written as the model's own reply (an apology or an intro), not a task"
     return None
 
 
@@ -132,10 +138,12 @@ class SelfInstruct(OneModel):
 
     A task is dropped (a reject with the reason) when it has fewer than ``min_words`` or more than
     ``max_words`` words, names a blacklisted word, starts with punctuation or a non-ASCII
-    character, or has ROUGE-L above ``threshold`` with a seed or a task kept before it (the detail
-    names that task and the score; as in the paper's code, a score of exactly 0.7 is kept). Rounds
-    stop once ``target`` tasks are kept (the last round's are all kept), when a round keeps fewer
-    than ``min_new``, or after ``max_rounds``.
+    character, is written in the model's own voice (``assistant_voice``: "I'm sorry, ...", "Sure!
+    Here are some new tasks:"; not a rule of the paper's), is empty or not text, or has ROUGE-L
+    above ``threshold`` with a seed or a task kept before it (the detail names that task and the
+    score; as in the paper's code, a score of exactly 0.7 is kept). Rounds stop once ``target``
+    tasks are kept (the last round's are all kept), when a round keeps fewer than ``min_new``, or
+    after ``max_rounds``.
 
     With ``instances``, each kept task gets an input and an output: classification tasks (asked of
     the model, few-shot, at temperature 0) output first, others input first; an instance that only
