@@ -142,6 +142,8 @@ def test_a_round_whose_data_fails_a_gate_stops_the_loop_with_the_gate(capsys, tm
                                                     "sft, held_out)"),
     ('p.rounds(train="sft", evaluate="held_out", config={"epoch": 1})', "config field 'epoch' is not a sft config "
                                                                         "field"),
+    ('p.rounds(train="held_out", evaluate="held_out")', "the sft trainer cannot train on output 'held_out': it holds "
+                                                        "prompt records"),
 ])
 def test_a_loop_declaration_that_cannot_work_is_named(capsys, tmp_path, rounds, message):
     code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path, rounds))

@@ -36,7 +36,7 @@ from dataflow.progress import Progress
 from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest
 from dataflow.trainers.config import CONFIGS, load_config
 from dataflow.trainers.evaluation import EvalOptions, evaluate
-from dataflow.trainers.inputs import BuildOutput, find_output
+from dataflow.trainers.inputs import BuildOutput, find_output, require_schema
 from dataflow.trainers.runs import MODEL, RUNS, read_run
 from dataflow.trainers.train import ACCEPTS, COLUMNS, train
 
@@ -93,6 +93,7 @@ def iterate(file: Path | str, options: LoopOptions = LoopOptions(), settings: di
         data = find_output(options.train_on or spec.train, round_dir, allow_empty=True)
         if not data.rows:
             return _stop(record, loop_dir, f"round {r}: the output '{data.name}' has no rows to train on", log)
+        require_schema(data, ACCEPTS[spec.trainer], f"round {r}: the {spec.trainer} trainer")
         held_out = find_output(spec.evaluate, loop_dir / "round-1")
         _check_overlap(data, held_out, spec.trainer, loop_dir / f"overlap-{r}", options.allow_overlap, progress)
         if record["base"] is None:
@@ -136,6 +137,10 @@ def _checked_spec(pipeline: Pipeline, options: LoopOptions) -> RoundsSpec:
         if name not in pipeline.outputs:
             found.append(f"{what}={name!r} is not an output of the pipeline (its outputs: "
                          f"{', '.join(pipeline.outputs) or 'none'})")
+    declared = pipeline.outputs.get(options.train_on or spec.train)
+    if declared and declared.schema and declared.schema not in ACCEPTS.get(spec.trainer, (declared.schema,)):
+        found.append(f"the {spec.trainer} trainer cannot train on output {options.train_on or spec.train!r}: it "
+                     f"holds {declared.schema} records (it needs {' or '.join(ACCEPTS[spec.trainer])})")
     if spec.model_param not in pipeline.params:
         found.append(f"model_param={spec.model_param!r} is not a parameter of the pipeline: declare it with "
                      f"p.param({spec.model_param!r}, 'local') and pass it to the model steps")
