@@ -71,8 +71,8 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(self.root / "lock", "a+")
         except OSError as exc:
-            raise DataflowError(f"--out {self.out}: cannot write the build there ({exc.strerror}: {exc.filename}); "
-                                f"choose a directory you can write") from None
+            raise DataflowError(f"{self.out}: cannot write a build there ({exc.strerror}: {exc.filename}); choose a "
+                                f"directory you can write (--out; --runs for the builds of train and eval)") from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
