@@ -114,6 +114,9 @@ CASES = {  # name: (files, pipeline source, extra CLI args, what the error must 
                                           output="src.validate('alpaca')"), [], "unknown schema"),
     "params: a negative sample": ({"in.jsonl": GOOD}, pipeline("src = p.read_jsonl('in.jsonl')", output="src.sample(-1)"), [],
                                   "node"),
+    "params: a negative split seed": ({"in.jsonl": GOOD}, pipeline(
+        "src = p.read_jsonl('in.jsonl')\ntrain, evaluation = src.split(eval_fraction=0.5, seed=-1)",
+        output="train"), [], "seed must be an int >= 0, not -1"),
     "params: an eval fraction above 1": ({"in.jsonl": GOOD}, pipeline(
         "src = p.read_jsonl('in.jsonl')\ntrain, evaluation = src.split(eval_fraction=1.5)", output="train"), [], "fraction"),
     "params: an unknown model spec": ({"in.jsonl": GOOD}, pipeline(

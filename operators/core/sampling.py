@@ -21,6 +21,11 @@ def _hash_rank(seed: int, over: str | None) -> pl.Expr:
     return rank.over(over) if over else rank
 
 
+def _seed_problems(seed: Any) -> list[str]:
+    """A seed polars can hash with: a non-negative int."""
+    return [] if isinstance(seed, int) and seed >= 0 else [f"seed must be an int >= 0, not {seed!r}"]
+
+
 def _fraction_problems(fraction: float | None, size: int | None, what: str) -> list[str]:
     if (fraction is None) == (size is None):
         return [f"give exactly one of {what}_fraction or {what}_size"] if what else \
@@ -53,7 +58,7 @@ class Sample(Operator):
     kind = Kind.GLOBAL
 
     def check(self) -> list[str]:
-        return _fraction_problems(self.fraction, self.n, "")
+        return _fraction_problems(self.fraction, self.n, "") + _seed_problems(self.seed)
 
     def fingerprint_extras(self) -> dict[str, Any]:
         return {"polars": pl.__version__}  # polars' hash may change between versions
@@ -83,7 +88,7 @@ class SplitPart(Operator):
         return self.part
 
     def check(self) -> list[str]:
-        problems = _fraction_problems(self.eval_fraction, self.eval_size, "eval")
+        problems = _fraction_problems(self.eval_fraction, self.eval_size, "eval") + _seed_problems(self.seed)
         if self.part not in ("train", "eval"):
             problems.append(f"part must be 'train' or 'eval', not {self.part!r}")
         return problems
