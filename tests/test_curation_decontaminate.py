@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dataflow import CompileError, Pipeline
+from dataflow.errors import DataflowError
 from dataflow.operators import Decontaminate
 
 DATA = Path(__file__).parent / "data" / "curation"
@@ -75,6 +76,15 @@ def test_missing_eval_file_fails_at_compile(tmp_path):
     p.output("o", p.from_rows([{"text": "x"}], name="src").apply(op))
     with pytest.raises(CompileError, match="eval set file not found"):
         p.compile()
+
+
+def test_an_eval_file_that_is_not_what_its_suffix_says_is_named(builder, tmp_path):
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text("not json at all\n")
+    p = Pipeline("bad")
+    p.output("o", p.from_rows([{"text": "x y z"}], name="src").apply(Decontaminate(eval_sets=(str(evals),)), name="g"))
+    with pytest.raises(DataflowError, match=f"eval set {evals}: not a readable .jsonl file"):
+        builder.build(p)
 
 
 def test_bad_input_big_empty_null_numeric_and_non_latin(builder, tmp_path):

@@ -49,7 +49,11 @@ def read_eval_texts(path: Path, columns: tuple[str, ...]) -> list[str]:
     if suffix == ".txt":
         return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     readers = {".jsonl": pl.read_ndjson, ".json": pl.read_json, ".parquet": pl.read_parquet, ".csv": pl.read_csv}
-    frame = readers[suffix](path)
+    try:
+        frame = readers[suffix](path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataflowError(f"eval set {path}: not a readable {suffix} file ({str(exc).splitlines()[0]}); fix the "
+                            f"file or give it the suffix of what it holds") from exc
     chosen = list(columns) or [c for c, t in frame.schema.items() if t == pl.String()]
     missing = [c for c in chosen if c not in frame.columns]
     if missing:
