@@ -48,6 +48,7 @@ def _describe(node: str, op: Operator) -> str:
 def compile_pipeline(p: Pipeline) -> CompiledPipeline:
     problems = list(p.problems)
     names = list(p.nodes)
+    refused = set()  # nodes whose parameters are wrong: their schema is not worked out (it would fail again)
     for spec in p.nodes.values():
         for ref in spec.inputs:
             if ref not in p.nodes:
@@ -57,7 +58,10 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
         if (want == -1 and got == 0) or (want >= 0 and got != want):
             need = "one or more" if want == -1 else str(want)
             problems.append(f"{_describe(spec.name, spec.op)}: takes {need} input node(s), was given {got}")
-        problems += [f"{_describe(spec.name, spec.op)}: {msg}" for msg in spec.op.check()]
+        found = [f"{_describe(spec.name, spec.op)}: {msg}" for msg in spec.op.check()]
+        problems += found
+        if found:
+            refused.add(spec.name)
 
     order, cycle = _topological_order(p)
     if cycle:
@@ -77,8 +81,8 @@ def compile_pipeline(p: Pipeline) -> CompiledPipeline:
     schemas: dict[str, pl.Schema] = {}
     for name in order:
         spec = p.nodes[name]
-        if any(ref not in schemas for ref in spec.inputs):
-            continue  # an upstream problem was already reported
+        if name in refused or any(ref not in schemas for ref in spec.inputs):
+            continue  # its own or an upstream problem was already reported
         schema, node_problems = _node_schema(spec.name, spec.op, spec.inputs, [schemas[r] for r in spec.inputs])
         problems += node_problems
         if schema is not None:

@@ -91,7 +91,7 @@ def trainable_dir(spec_text: str) -> Path:
         from dataflow.llm.convert import ensure_default_model
 
         return ensure_default_model()
-    if not (Path(spec.target) / "config.json").is_file():
+    if spec.scheme in ("hf", "vllm") and not (Path(spec.target) / "config.json").is_file():
         raise DataflowError(f"model {spec_text!r}: {spec.target} is not a saved Hugging Face model (no config.json "
                             f"there); give hf:PATH of a model folder, local, or a finished run's id")
     return Path(spec.target)
