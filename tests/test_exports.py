@@ -349,7 +349,10 @@ def test_the_wrong_kind_of_output_is_one_error_naming_output_and_fix(quickstart,
     assert code == 1 and "has columns id, prompt" in stderr
     code, _, stderr = export(capsys, quickstart, "train", "openai", tmp_path / "c", "--style", "alpaca")
     assert code == 1 and "--style: not an option of --format openai" in stderr
-    assert "Traceback" not in stderr and not any((tmp_path / d).exists() for d in "abc")
+    for model in ("hf:", "foo:bar"):
+        code, _, stderr = export(capsys, quickstart, "train", "trl", tmp_path / "d", "--model", model)
+        assert code == 1 and f"--model '{model}': give local, hf:PATH" in stderr
+    assert "Traceback" not in stderr and not any((tmp_path / d).exists() for d in "abcd")
 
 
 def test_a_row_llamafactory_would_skip_is_an_error_naming_it(builder, tmp_path, capsys):

@@ -6,6 +6,7 @@ the prompt set's own verifiers, ``trl_reward.verified_answer``)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -25,7 +26,11 @@ def model_path(model: str) -> str:
         from dataflow.llm.convert import ensure_default_model
 
         return str(ensure_default_model())
-    return model.removeprefix("hf:")
+    path = model.removeprefix("hf:")
+    if not path or (":" in path and not Path(path).exists()):
+        raise DataflowError(f"--model {model!r}: give local, hf:PATH of a saved model, or a hub id such as "
+                            f"HuggingFaceTB/SmolLM2-135M-Instruct")
+    return path
 
 
 def yaml_text(config: dict[str, Any]) -> str:
@@ -58,8 +63,9 @@ def write_trl(data: BuildOutput, frame: pl.DataFrame, target: ExportDir, model: 
     trainer = TRAINERS[data.schema]
     if trainer == "grpo":
         check_rewardable(data, frame)
+    model_name = model_path(model)
     parquet = target.parquet(f"{data.name}.parquet", frame)
-    config: dict[str, Any] = {"model_name_or_path": model_path(model), "datasets": [
+    config: dict[str, Any] = {"model_name_or_path": model_name, "datasets": [
         {"path": "parquet", "data_files": str(parquet.resolve()), "columns": COLUMNS[trainer]}]}
     if trainer == "grpo":
         config["reward_funcs"] = [REWARD]
