@@ -54,6 +54,18 @@ FORGERIES = {
     "infinite recursion": "import sys\nsys.setrecursionlimit(10 ** 6)\ndef add(a, b): return add(a, b)",
 }
 
+STEAL_NONCE = UNGUARD + ("import os\nfd = os.open('/proc/1/fd/0', os.O_RDONLY)\ndata = b''\nwhile chunk := os.read(fd, 65536):"
+                         "\n    data += chunk\nreport = {'nonce': data[-32:].decode('ascii', 'replace'), 'results': [(1, True, '')],"
+                         " 'program': '', 'gone': False, 'exit': 0, 'cpu_seconds': 0.0}\nos.write(os.open('/proc/1/fd/1', "
+                         "os.O_WRONLY), ('\\n' + repr(report) + '\\n').encode())\n") + WRONG
+SHADOWS = {  # a program's names that shadow the builtins the tests use
+    "abs": ("def area(r):\n    return 1\ndef abs(x):\n    return 0\n", "assert abs(area(2.0) - 12.566370614359172) < 1e-6"),
+    "len and zip": ("def pairs(n):\n    return []\nlen = lambda x: 3\nzip = lambda *a: []\n",
+                    "assert len(pairs(3)) == 3\nfor a, b in zip(pairs(3), [(0, 1)] * 3):\n    assert a == b"),
+    "StopIteration ends a map": ("def is_even(n):\n    return next(iter([]))\n",
+                                 "assert all(map(is_even, [2, 4, 6]))\nassert not any(map(is_even, [1, 3]))"),
+}
+
 ESCAPES = {
     "write after chdir": "import os\nos.chdir('/')\nopen(VICTIM, 'w').write('overwritten')",
     "write through dir_fd": "import os\nfd = os.open(os.path.dirname(VICTIM), os.O_RDONLY)\n"
@@ -134,6 +146,19 @@ def assert_contained(world: dict, outcome, seconds: float) -> None:
     time.sleep(0.05)
     leftovers = subprocess.run(["pgrep", "-f", "sleep 31.4159"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "a process started in the sandbox outlived it"
+
+
+def test_a_nonce_read_from_the_sandboxes_pid_1_cannot_forge_a_report_even_with_large_tests():
+    large = TESTS + "\n" + "".join(f"v{i} = {i}\n" for i in range(20000))  # past the pipe's buffer
+    outcome = run_tests(STEAL_NONCE, large, LIMITS)
+    assert not outcome.passed, outcome
+
+
+@pytest.mark.parametrize("name", SHADOWS)
+def test_names_of_the_program_do_not_stand_for_the_builtins_the_tests_use(name):
+    program, tests = SHADOWS[name]
+    outcome = run_tests(program, tests, LIMITS)
+    assert not outcome.passed, outcome
 
 
 def test_this_machine_isolates_code():

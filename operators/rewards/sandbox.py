@@ -15,8 +15,10 @@ in a child process before it reads the tests (compiled here, each ``assert`` mad
 so neither the program's memory nor its filesystem ever holds them; the tests run in the harness
 and call the program's functions through a pipe, arguments and results crossing as plain data
 (None, bool, int, float, complex, str, bytes and containers of them), so a returned object cannot
-fake equality; the program cannot write the harness's report, which ends with a nonce given to the
-harness only after the program started. Exiting (``sys.exit``, ``os._exit``, exit handlers,
+fake equality, and a program's name that is a builtin's (``def abs``) is not what the tests call;
+the program cannot write the harness's report, which ends with a nonce the harness takes from its
+pipe after the program's process exists and before the program runs (nor open another process's
+/proc files: the sandbox's pid 1 holds that pipe). Exiting (``sys.exit``, ``os._exit``, exit handlers,
 signals) only makes the program's calls fail. Each ``assert`` is a test: a failing one is recorded
 and the tests go on, so the outcome says how many of how many passed.
 """
@@ -101,8 +103,17 @@ def plain(value, depth=0):
 def guard(event, args):
     """A second layer behind the namespaces: refuse what tests never need, with a reason."""
     if event.startswith(("socket.", "subprocess.Popen", "os.fork", "os.posix_spawn", "os.exec", "os.spawn",
-                         "os.system", "os.kill", "ctypes.", "resource.setrlimit")):
+                         "os.system", "os.kill", "ctypes.", "resource.setrlimit", "os.symlink", "os.link")):
         raise PermissionError(f"sandbox: {event} is not allowed")
+    if event == "open" and isinstance(args[0], (str, bytes)) and other_process(os.fsdecode(args[0])):
+        raise PermissionError(f"sandbox: {args[0]!r}: another process's files are not allowed")
+
+
+def other_process(path):
+    """Whether ``path`` is under /proc/<pid> of a process other than this one (the sandbox's pid 1 holds the
+    harness's pipes)."""
+    parts = os.path.normpath(os.path.join(os.getcwd(), path)).split("/")
+    return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and int(parts[2]) != os.getpid()
 
 
 def forbid_processes(bpf):
@@ -170,7 +181,8 @@ class Remote:
             return reply[1]
         if type(reply) is tuple and len(reply) == 3 and reply[0] == "raise":
             kind = getattr(builtins, str(reply[1]), None)
-            if isinstance(kind, type) and issubclass(kind, Exception) and kind is not ProgramGone:
+            if isinstance(kind, type) and issubclass(kind, Exception) and kind not in (ProgramGone, StopIteration,
+                                                                                         StopAsyncIteration):
                 raise kind(reply[2])
             raise RuntimeError(f"{reply[1]}: {reply[2]}")
         raise ProgramGone(f"the program answered {self.name}() with something else than a result")
@@ -204,14 +216,19 @@ def main():
     resource.setrlimit(resource.RLIMIT_CPU, (job["cpu_seconds"], job["cpu_seconds"] + 1))
     calls_r, calls_w = os.pipe()
     replies_r, replies_w = os.pipe()
+    go_r, go_w = os.pipe()
     prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: the program may not read this process
     child = os.fork()
     if child == 0:
         prctl(4, 1, 0, 0, 0)  # but it may read its own
-        os.close(calls_w), os.close(replies_r)
+        os.close(calls_w), os.close(replies_r), os.close(go_w)
+        os.read(go_r, 1)  # the program starts once the nonce is out of the pipe the sandbox's pid 1 holds
         run_program(job["program"], job["no_new_processes"], calls_r, replies_w)
-    os.close(calls_r), os.close(replies_w)
-    statements, nonce = receive(0), receive(0)
+    os.close(calls_r), os.close(replies_w), os.close(go_r)
+    nonce = receive(0)
+    os.write(go_w, b"1")
+    os.close(go_w)
+    statements = receive(0)
     report = {"nonce": nonce, "results": [], "program": ""}
     try:
         first = receive(replies_r)
@@ -219,8 +236,9 @@ def main():
         first = ("failed", "exited", "the program exited before the tests ran")
     if first[0] == "ready" and type(first[1]) is dict:
         namespace = {"__name__": "__main__", "__builtins__": builtins}
-        for name, (kind, value) in first[1].items():
-            namespace[name] = value if kind == "value" else Remote(name, calls_w, replies_r)
+        for name, (kind, value) in first[1].items():  # the tests' builtins stay theirs: `def abs(x)` cannot fake
+            if not hasattr(builtins, name):
+                namespace[name] = value if kind == "value" else Remote(name, calls_w, replies_r)
         report["results"] = run_tests(statements, namespace)
     else:
         report["program"] = f"{first[1]}: {first[2]}"
@@ -377,7 +395,7 @@ def run_tests(program: str, tests: str, limits: Limits = Limits(), weak: bool = 
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env={})  # bwrap's own process in the sandbox shows its environment
     try:
-        out, err, timed_out = _talk(proc, [harness(), frame(job), statements, frame(nonce)], limits)
+        out, err, timed_out = _talk(proc, [harness(), frame(job), frame(nonce), statements], limits)
     finally:
         _kill_group(proc.pid)
         proc.wait()
