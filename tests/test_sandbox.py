@@ -54,12 +54,18 @@ FORGERIES = {
     "infinite recursion": "import sys\nsys.setrecursionlimit(10 ** 6)\ndef add(a, b): return add(a, b)",
 }
 
-STEAL_NONCE = UNGUARD + ("import os\nfd = os.open('/proc/1/fd/0', os.O_RDONLY)\ndata = b''\nwhile chunk := os.read(fd, 65536):"
-                         "\n    data += chunk\nreport = {'nonce': data[-32:].decode('ascii', 'replace'), 'results': [(1, True, '')],"
-                         " 'program': '', 'gone': False, 'exit': 0, 'cpu_seconds': 0.0}\nos.write(os.open('/proc/1/fd/1', "
-                         "os.O_WRONLY), ('\\n' + repr(report) + '\\n').encode())\n") + WRONG
+STEAL_NONCE = UNGUARD + """import os
+fd = os.open('/proc/1/fd/0', os.O_RDONLY)
+data = b''
+while chunk := os.read(fd, 65536):
+    data += chunk
+report = {'nonce': data[-32:].decode('ascii', 'replace'), 'results': [(1, True, '')], 'program': '', 'gone': False,
+          'exit': 0, 'cpu_seconds': 0.0}
+os.write(os.open('/proc/1/fd/1', os.O_WRONLY), ('\\n' + repr(report) + '\\n').encode())
+""" + WRONG
 SHADOWS = {  # a program's names that shadow the builtins the tests use
-    "abs": ("def area(r):\n    return 1\ndef abs(x):\n    return 0\n", "assert abs(area(2.0) - 12.566370614359172) < 1e-6"),
+    "abs": ("def area(r):\n    return 1\ndef abs(x):\n    return 0\n",
+            "assert abs(area(2.0) - 12.566370614359172) < 1e-6"),
     "len and zip": ("def pairs(n):\n    return []\nlen = lambda x: 3\nzip = lambda *a: []\n",
                     "assert len(pairs(3)) == 3\nfor a, b in zip(pairs(3), [(0, 1)] * 3):\n    assert a == b"),
     "StopIteration ends a map": ("def is_even(n):\n    return next(iter([]))\n",
