@@ -33,6 +33,20 @@ def test_math_answers_verified_against_gold(builder):
     assert "does not match gold" in got[2][1]
 
 
+@pytest.mark.parametrize("gold, response, reward", [
+    ("3", "The answer is 3 or 4.", 0.0), ("3", "The final answer is 3 (or possibly 4).", 0.0),
+    ("3", "\\boxed{3 \\text{ (or 4)}}", 0.0), ("3", "\\boxed{4 = 3}", 0.0), ("3", "\\boxed{2+2 = 3}", 0.0),
+    ("3", "\\boxed{4 \\implies 3}", 0.0), ("3", "\\boxed{x = 4 = 3}", 0.0),
+    ("3", "The answer is 3, since 1 + 2 = 3.", 1.0), ("3", "\\boxed{x = 3}", 1.0), ("3", "So \\boxed{a_1 = 3}", 1.0),
+    ("\\{2, 3\\}", "\\boxed{2 \\text{ or } 3}", 1.0),  # a gold of two values: "or" is no hedge
+    (1e-05, "\\boxed{0.00001}", 1.0), (1e-05, "\\boxed{e-5}", 0.0), ("1e-5", "\\boxed{10^{-5}}", 1.0),
+    (1e16, "\\boxed{10000000000000000}", 1.0)])
+def test_a_final_answer_must_name_one_value_and_float_golds_are_numbers(gold, response, reward):
+    from dataflow.operators.rewards.math_answers import verify_answer
+
+    assert verify_answer(gold, response, 30)[0] == reward
+
+
 SOLUTION = "```python\ndef add(a, b):\n    return a + b\n```"
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
 

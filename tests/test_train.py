@@ -130,6 +130,13 @@ def test_grpo_rewards_come_from_the_verifier_each_row_names():
     assert rewards == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
 
 
+def test_a_completion_whose_check_ran_out_of_time_is_rewarded_0_not_left_unscored(monkeypatch):
+    from dataflow.trainers import rewards as grpo
+
+    monkeypatch.setattr(grpo, "check", lambda verifier, responses, answers: [None] * len(responses))
+    assert grpo.grpo_reward("math")(prompts=[None], completions=["\\boxed{9^{9^9}}"], answer=["3"]) == [0.0]
+
+
 def test_assistant_only_loss_marks_exactly_the_assistant_turns():
     from transformers import AutoTokenizer
 

@@ -65,11 +65,15 @@ def completion_text(completion: Any) -> str:
     return "".join(turn.get("content") or "" for turn in completion)
 
 
-def grpo_reward(default: str | None) -> Callable[..., list[float | None]]:
-    """A TRL GRPO reward function: the verifier named by each row's ``verifier`` column, else ``default``."""
+def grpo_reward(default: str | None) -> Callable[..., list[float]]:
+    """A TRL GRPO reward function: the verifier named by each row's ``verifier`` column, else ``default``. A
+    completion whose check could not finish in time gets 0, not None: TRL gives an unscored completion no
+    advantage, so a policy would learn to escape a wrong answer's negative one by writing what cannot be
+    checked in time (``\\boxed{9^{9^9}}``)."""
 
-    def verified_answer(prompts, completions, answer, verifier=None, **columns) -> list[float | None]:
+    def verified_answer(prompts, completions, answer, verifier=None, **columns) -> list[float]:
         names = [v or default for v in (verifier or [None] * len(completions))]
-        return rewards_by_verifier(names, [completion_text(c) for c in completions], list(answer))
+        rewards = rewards_by_verifier(names, [completion_text(c) for c in completions], list(answer))
+        return [0.0 if reward is None else reward for reward in rewards]
 
     return verified_answer

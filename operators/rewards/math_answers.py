@@ -29,19 +29,67 @@ from dataflow.operator import runtime_field
 from dataflow.operators.rewards.base import Verifier
 
 WORKER = r'''
-import json, logging, sys, threading
+import decimal, json, logging, re, sys, threading
 logging.disable(logging.CRITICAL)
 sys.setrecursionlimit(200_000)
 threading.stack_size(512 << 20)
 from math_verify import parse, verify
 
+FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")  # 1e-05: math-verify would read e as Euler's number
+FINAL = re.compile(r"answer(?:\s+is|\s*:)\s*([^\n]*?)(?:\.(?:\s|$)|\n|$)", re.I)
+HEDGE = re.compile(r"\b(or|maybe|possibly|perhaps|either)\b", re.I)
+BOXED = re.compile(r"\\boxed\s*\{")
+RELATION = re.compile(r"=|\\to\b|\\implies\b|\\Rightarrow\b|\\rightarrow\b|\\equiv\b|\\approx\b|\\iff\b")
+NAME = re.compile(r"^\s*[A-Za-z](_\{?\w+\}?)?\s*$")  # x, a_1: what the left side of an answer "x = 3" may be
+
+
+def last_box(text):
+    """The content of the last \\boxed{...}, braces balanced; None without one."""
+    starts = [m.end() for m in BOXED.finditer(text)]
+    if not starts:
+        return None
+    depth, start = 1, starts[-1]
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i]
+    return None
+
+
+def hedge(response):
+    """Why the final answer names no one value ("3 or 4", "\\boxed{4 = 3}"), or None."""
+    box = last_box(response)
+    if box is not None:
+        if HEDGE.search(" ".join(re.findall(r"\\text\s*\{([^}]*)\}", box))):
+            return f"the boxed answer hedges: {box[:60]!r}"
+        sides = RELATION.split(box)
+        if len(sides) > 2 or (len(sides) == 2 and not NAME.match(sides[0])):
+            return f"the boxed answer is a relation, not a value: {box[:60]!r}"
+        return None
+    final = FINAL.findall(response)
+    if final and HEDGE.search(final[-1]):
+        return f"the final answer hedges: {final[-1][:60]!r}"
+    return None
+
+
+def gold_text(gold):
+    """The gold answer as math-verify reads it: a float in positional notation (1e-05 is 0.00001)."""
+    text = str(gold)
+    if isinstance(gold, float) or FLOAT.match(text.strip()):
+        text = format(decimal.Decimal(text.strip()), "f")
+    return text if "$" in text else f"${text}$"
+
 
 def check(gold, response):
     if not isinstance(response, str) or not response.strip():
         return 0.0, "empty response"
-    gold_parsed = parse(str(gold) if "$" in str(gold) else f"${gold}$", parsing_timeout=None)
+    gold_parsed = parse(gold_text(gold), parsing_timeout=None)
     if not gold_parsed:
         return 0.0, f"gold answer {str(gold)[:40]!r} does not parse"
+    several = type(gold_parsed[0]).__name__ in ("FiniteSet", "Interval", "Union", "Tuple", "list", "tuple")
+    hedged = None if several else hedge(response)  # "x = 2 or x = 3" answers a gold of two roots
+    if hedged:
+        return 0.0, hedged
     predicted = parse(response, parsing_timeout=None)
     if not predicted:
         return 0.0, "no answer found in the response"
@@ -149,7 +197,11 @@ def verify_answer(gold: Any, response: Any, seconds: float) -> tuple[float | Non
 class MathVerify(Verifier):
     """Checks the final answer in ``response`` against the gold ``answer`` with math-verify
     (LaTeX, fractions, equivalent expressions); ``timeout`` bounds each check (see the module doc).
-    A row whose check ran past it twice has a null reward (unscored) and the metric ``unverified``."""
+    A row whose check ran past it twice has a null reward (unscored) and the metric ``unverified``.
+    Against a gold of one value, a final answer that hedges ("the answer is 3 or 4", a boxed
+    ``\\text{(or 4)}``) or a boxed relation that is not ``name = value`` (``\\boxed{4 = 3}``,
+    ``\\boxed{4 \\implies 3}``: math-verify reads its right side) gets 0 with the reason. A float gold
+    is read in positional notation (``1e-05`` is 0.00001, not e - 5)."""
 
     response: str = "response"
     answer: str = "answer"
