@@ -82,6 +82,23 @@ def test_without_bubblewrap_code_runs_only_when_weak_isolation_is_asked_for(buil
     assert "WEAK" in builder.sql("select metrics.isolation as i from nodes where name = 'verified'")["i"][0]
 
 
+def test_json_that_python_reads_but_json_does_not_hold_or_that_is_too_deep_is_a_zero_not_a_crash(builder):
+    schema = {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1},
+                                               "email": {"type": "string", "format": "email"}}}
+    rows = [{"response": '{"score": 0.5, "x": ' + "1" * 5000 + "}"}, {"response": "[" * 1000 + "]" * 1000},
+            {"response": '{"score": NaN}'}, {"response": '{"email": "not an email"}'}, {"response": '{"score": 0.5}'}]
+    got = rewards(builder, rows, JsonSchemaVerify(schema))
+    assert [r for r, _ in got] == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert "NaN is not a JSON value" in got[2][1] and "is not a 'email'" in got[3][1]
+
+
+def test_contains_matches_whole_words_and_an_empty_answer_matches_nothing(builder):
+    rows = [{"response": "The answer is 120", "answer": "12"}, {"response": "It is 12.", "answer": "12"},
+            {"response": "anything", "answer": "  "}, {"response": "answer: (B)", "answer": "(B)"}]
+    assert [r for r, _ in rewards(builder, rows, MatchVerify(mode="contains"))] == [0.0, 1.0, 0.0, 1.0]
+    assert [r for r, _ in rewards(builder, [{"response": "x", "answer": ""}], MatchVerify(mode="regex"))] == [0.0]
+
+
 def test_match_json_and_function_rewards(builder):
     rows = [{"response": "Paris", "answer": "paris"}, {"response": "Lyon", "answer": "paris"}]
     assert [r for r, _ in rewards(builder, rows, MatchVerify())] == [1.0, 0.0]

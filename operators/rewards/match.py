@@ -13,8 +13,10 @@ from dataflow.operators.rewards.base import Verifier
 @dataclass(frozen=True)
 class MatchVerify(Verifier):
     """Reward 1.0 when ``response`` equals ``answer`` (``mode='exact'``, after stripping and, with
-    ``ignore_case``, lowercasing), contains it (``'contains'``), or matches the regular
-    expression in ``answer`` (``'regex'``)."""
+    ``ignore_case``, lowercasing), contains it as whole words (``'contains'``: gold 12 is not in
+    120), or matches the regular expression in ``answer`` (``'regex'``). An empty answer matches
+    nothing. 'contains' and 'regex' reward a reply that lists every option ("A B C D"): as a
+    training reward, prefer 'exact' or MathVerify."""
 
     response: str = "response"
     answer: str = "answer"
@@ -38,6 +40,8 @@ class MatchVerify(Verifier):
     def _one(self, response: str | None, answer: str | None) -> tuple[float, str]:
         if response is None or answer is None:
             return 0.0, "missing response or answer"
+        if not answer.strip():
+            return 0.0, "the answer is empty: it would match every response"
         if self.mode == "regex":
             try:
                 found = re.search(answer, response, re.I if self.ignore_case else 0)
@@ -47,8 +51,15 @@ class MatchVerify(Verifier):
         a, b = response.strip(), answer.strip()
         if self.ignore_case:
             a, b = a.lower(), b.lower()
-        ok = a == b if self.mode == "exact" else b in a
+        ok = a == b if self.mode == "exact" else re.search(_whole(b), a) is not None
         return (1.0, "") if ok else (0.0, f"no {self.mode} match")
+
+
+def _whole(text: str) -> str:
+    """A pattern of ``text`` that does not start or end inside a word (where ``text`` starts or ends with one)."""
+    before = r"(?<!\w)" if re.match(r"\w", text) else ""
+    after = r"(?!\w)" if re.search(r"\w$", text) else ""
+    return before + re.escape(text) + after
 
 
 @dataclass(frozen=True)
@@ -77,19 +88,31 @@ class JsonSchemaVerify(Verifier):
     def check_rows(self, rows: list[dict]) -> list[tuple[float, str]]:
         from jsonschema import Draft202012Validator
 
-        validator = Draft202012Validator(self.schema)
+        validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
         results = []
         for row in rows:
             text = row[self.response] or ""
             match = re.search(r"```(?:json)?\s*\n(.*?)```", text, re.S)
             try:
-                value = json.loads(match.group(1) if match else text)
+                value = json.loads(match.group(1) if match else text, parse_constant=_not_json)
             except json.JSONDecodeError as exc:
                 results.append((0.0, f"not JSON: {exc.msg} at column {exc.colno}"))
                 continue
-            error = next(iter(validator.iter_errors(value)), None)
-            results.append((1.0, "") if error is None else (0.0, f"schema: {error.message[:200]}"))
+            except (ValueError, RecursionError) as exc:  # NaN, an integer past 4,300 digits, nesting past the stack
+                results.append((0.0, f"not JSON: {type(exc).__name__}: {str(exc)[:100]}"))
+                continue
+            try:
+                error = next(iter(validator.iter_errors(value)), None)
+                problem = None if error is None else error.message
+            except RecursionError:
+                problem = "nested too deeply to check"
+            results.append((1.0, "") if problem is None else (0.0, f"schema: {problem[:200]}"))
         return results
+
+
+def _not_json(constant: str) -> None:
+    """NaN and Infinity: Python's json reads them, JSON has no such values (NaN passes every minimum and maximum)."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 @dataclass(frozen=True)
