@@ -52,6 +52,21 @@ def test_every_dropped_row_has_a_reason(builder):
     assert json.loads(dup["detail"][0]) == {"duplicate_of": "src-1"}
 
 
+def test_a_duplicates_detail_is_json_whatever_its_survivors_id_and_key_columns_do_not_run_into_each_other(builder):
+    from dataflow import Pipeline
+
+    rows = [{"id": 'say "hi"', "a": "x\x1fy", "b": "z"}, {"id": "C:\\data\\x1", "a": "x", "b": "y\x1fz"},
+            {"id": "copy", "a": "x\x1fy", "b": "z"}]
+    p = Pipeline("ids")
+    p.output("o", p.from_rows(rows, name="src").dedup("a", "b", name="deduped"))
+    builder.build(p)
+    assert builder.output("o")["id"].to_list() == ['say "hi"', "C:\\data\\x1"]  # the key columns differ
+    dup = builder.rejects("deduped")
+    assert dup["id"].to_list() == ["copy"] and json.loads(dup["detail"][0]) == {"duplicate_of": 'say "hi"'}
+    assert builder.sql("select json_extract_string(detail, '$.duplicate_of') s from rejects")["s"].to_list() == [
+        'say "hi"']
+
+
 def test_filter_node_is_queryable_as_input_minus_rejects(builder):
     builder.build(small_pipeline())
     assert builder.sql("select id from long order by id")["id"].to_list() == ["src-1", "src-3", "src-4"]

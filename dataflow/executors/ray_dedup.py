@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from dataflow.executors.ray_tasks import ROW, NodeJob
+from dataflow.operators.core.dedup import duplicate_detail
 
 KEY, SURVIVOR = "__dataflow_key", "__dataflow_survivor"
 HASH_SEED = 0  # fixed, so every worker sends a key to the same partition
@@ -41,5 +42,4 @@ def shuffle_dedup(job: NodeJob, ranges: list[tuple[int, int]], partitions: int, 
     mapped = [m if partitions > 1 else [m] for m in mapped]
     reduced = ray.get([reducer.remote(*[m[i] for m in mapped]) for i in range(partitions)])
     found = pl.concat(reduced).sort(ROW)
-    return found.select("id", reason=pl.lit("duplicate"), detail=pl.concat_str(
-        pl.lit('{"duplicate_of": "'), pl.col(SURVIVOR), pl.lit('"}')))
+    return found.select("id", reason=pl.lit("duplicate"), detail=duplicate_detail(pl.col(SURVIVOR)))

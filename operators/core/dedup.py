@@ -27,6 +27,11 @@ def normalized(text: pl.Expr, steps: tuple[str, ...]) -> pl.Expr:
     return text
 
 
+def duplicate_detail(survivor: pl.Expr) -> pl.Expr:
+    """A duplicate's reject detail, ``{"duplicate_of": <survivor id>}`` as JSON (any id, quotes included)."""
+    return pl.struct(survivor.alias("duplicate_of")).struct.json_encode()
+
+
 @dataclass(frozen=True)
 class ExactDedup(Operator):
     """Drops rows whose key columns equal an earlier row's after normalization.
@@ -65,9 +70,10 @@ class ExactDedup(Operator):
         return schema
 
     def key(self, schema: pl.Schema) -> pl.Expr:
-        """The normalized text rows are compared by (the key columns joined)."""
+        """The normalized text rows are compared by (several key columns as one struct: no column's text
+        can run into the next's)."""
         parts = [normalized(column_text(c, schema[c], self.roles).fill_null(""), self.steps()) for c in self.columns]
-        return pl.concat_str(parts, separator="\x1f")
+        return parts[0] if len(parts) == 1 else pl.struct([part.alias(f"k{i}") for i, part in enumerate(parts)])
 
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         keyed = frame.with_columns(self.key(frame.collect_schema()).alias(_KEY)).collect()
@@ -76,6 +82,6 @@ class ExactDedup(Operator):
         is_dup = pl.col("id") != pl.col("__survivor")
         rejects = marked.filter(is_dup).select(
             "id", reason=pl.lit("duplicate"),
-            detail=pl.concat_str(pl.lit('{"duplicate_of": "'), pl.col("__survivor"), pl.lit('"}')),
+            detail=duplicate_detail(pl.col("__survivor")),
         )
         return Result(marked.filter(~is_dup).drop(_KEY, "__survivor"), rejects)
