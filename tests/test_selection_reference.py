@@ -91,7 +91,7 @@ def test_null_and_nan_scores_are_unscored_in_the_pyramid():
     op = PyramidSample(score="quality", shares={"top": 0.5, "rest": 0.5}, size=2, thresholds={"top": 5.0, "rest": None})
     out, rejects = run(op, rows)
     assert sorted(out["id"]) == ["a", "d"]
-    assert set(rejects.filter(pl.col("reason") == "below every tier")["id"]) == {"b", "c"}
+    assert set(rejects.filter(pl.col("reason") == "unscored")["id"]) == {"b", "c"}  # in no tier, not below one
 
 
 def test_a_null_score_does_not_take_a_groups_best_place():
@@ -118,3 +118,10 @@ def test_a_nan_score_never_pairs():
     out, rejects = run(PreferencePairs(), rows)
     assert out["id"].to_list() == ["b>c"] and not math.isnan(out["margin"][0])
     assert dict(rejects.select("id", "reason").rows()) == {"a": "no score"}
+
+
+def test_largest_remainder_ties_are_decided_by_the_shares_as_written_not_by_float_error():
+    from dataflow.operators.core.sampling import largest_remainder
+
+    assert largest_remainder({"high": 0.01, "mid": 0.07, "low": 0.92}, 20) == {"high": 0, "mid": 2, "low": 18}
+    assert largest_remainder({"a": 0.5, "b": 0.5}, 3) == {"a": 2, "b": 1}  # an exact tie: the first tier

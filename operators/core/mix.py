@@ -13,7 +13,7 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.core.sampling import largest_remainder
+from dataflow.operators.core.sampling import exact, largest_remainder
 
 SOURCE, SOURCE_ID, COPY = "source", "source_id", "source_copy"
 OVERSAMPLE = ("error", "replace")
@@ -101,8 +101,8 @@ class Mix(Operator):
         """Rows asked of each source."""
         if self.counts is not None:
             return dict(self.counts)
-        weight = sum(self.weights.values())
-        return largest_remainder({s: self.weights[s] / weight for s in self.sources}, self.total)
+        weight = sum(exact(w) for w in self.weights.values())
+        return largest_remainder({s: exact(self.weights[s]) / weight for s in self.sources}, self.total)
 
     def fingerprint_extras(self) -> dict[str, Any]:
         return {"polars": pl.__version__}  # polars' hash may change between versions

@@ -7,6 +7,7 @@ a row's membership barely moves when other rows are added.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import polars as pl
@@ -37,12 +38,18 @@ def _fraction_problems(fraction: float | None, size: int | None, what: str) -> l
     return []
 
 
-def largest_remainder(shares: dict[str, float], size: int) -> dict[str, int]:
+def exact(number: float | int | Fraction) -> Fraction:
+    """``number`` as the decimal it is written as (0.07 is 7/100, not the float next to it)."""
+    return Fraction(repr(number)) if isinstance(number, float) else Fraction(number)
+
+
+def largest_remainder(shares: dict[str, float | Fraction], size: int) -> dict[str, int]:
     """Whole quotas of ``size`` in proportion to ``shares``, adding up to ``size``: each tier gets
-    the floor of its share, then the tiers with the largest remainders one more (ties: tier order)."""
-    exact = {tier: share * size for tier, share in shares.items()}
-    quotas = {tier: int(value) for tier, value in exact.items()}
-    by_remainder = sorted(exact, key=lambda tier: -(exact[tier] - quotas[tier]))
+    the floor of its share, then the tiers with the largest remainders one more (ties: tier order),
+    in exact arithmetic (a float's rounding error decides no tie)."""
+    exact_quotas = {tier: exact(share) * size for tier, share in shares.items()}
+    quotas = {tier: int(value) for tier, value in exact_quotas.items()}
+    by_remainder = sorted(exact_quotas, key=lambda tier: -(exact_quotas[tier] - quotas[tier]))
     for tier in by_remainder[:max(0, size - sum(quotas.values()))]:
         quotas[tier] += 1
     return quotas

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from dataflow.operator import Context, Kind, Operator, Result
-from dataflow.operators.core.sampling import largest_remainder
+from dataflow.operators.core.sampling import exact, largest_remainder
 from dataflow.operators.selection.scores import SCORE, combined_score, score_columns
 
 _HASH, _RANK = "__dataflow_hash", "__dataflow_rank"
@@ -46,7 +46,7 @@ class PyramidSample(Operator):
     ``size`` by largest remainder, so they add up to ``size`` exactly. A tier with fewer rows than
     its quota gives all it has; its shortfall is a metric (``<tier>_shortfall``, and ``shortfall``
     in all), not filled from other tiers. Unscored rows (null or NaN) are in no tier (metric
-    ``unscored``). The tier is written to ``tier``.
+    ``unscored``; rejects with reason ``unscored``). The tier is written to ``tier``.
 
     ``keep_lower`` (e.g. 0.15, against over-cleaning) fills that share of ``size`` with scored rows
     in no tier (below every minimum), sampled the same way, as tier ``lower``; the tiers share the rest
@@ -95,8 +95,8 @@ class PyramidSample(Operator):
         """The shares of ``size`` by tier, with ``keep_lower`` as the ``lower`` tier's when it is set."""
         if not self.keep_lower:
             return self.shares
-        return {**{tier: share * (1 - self.keep_lower) for tier, share in self.shares.items()},
-                LOWER: self.keep_lower}
+        return {**{tier: exact(share) * (1 - exact(self.keep_lower)) for tier, share in self.shares.items()},
+                LOWER: exact(self.keep_lower)}
 
     def required_columns(self) -> dict[str, Any]:
         return {**score_columns(self.score), **({self.balance_by: None} if self.balance_by else {})}
@@ -131,8 +131,8 @@ class PyramidSample(Operator):
         helper = [c for c in ranked.columns if c.startswith("__")]
         rejects = ranked.filter(~pl.col("__chosen")).select(
             "id", score=SCORE,
-            reason=pl.when(pl.col("tier").is_null()).then(pl.lit("below every tier"))
-            .otherwise(pl.lit("pyramid tier full")),
+            reason=pl.when(pl.col(SCORE).is_null()).then(pl.lit("unscored"))
+            .when(pl.col("tier").is_null()).then(pl.lit("below every tier")).otherwise(pl.lit("pyramid tier full")),
             detail=pl.struct("tier").struct.json_encode())
         kept = ranked.filter(pl.col("__chosen")).sort("__position").drop(helper)
         if self.keep_lower:
