@@ -69,8 +69,10 @@ _TEXT_SEEDS = (0x5EED1, 0x5EED2)
 
 
 def text_keys(texts: pl.Series) -> pl.DataFrame:
-    """A 128-bit key of each text: two 64-bit hashes with independent seeds (columns ``text_key_1``,
-    ``text_key_2``). Two different texts share a key with odds of about n^2 / 2^129 for n texts."""
+    """A 128-bit key of each (prepared) text with its runs of spaces collapsed (prepared English text
+    keeps them: its word tokens do not see them): two 64-bit hashes with independent seeds (columns
+    ``text_key_1``, ``text_key_2``). Two different texts share a key with odds of about n^2 / 2^129."""
+    texts = texts.str.replace_all(" {2,}", " ").str.strip_chars(" ")
     return pl.DataFrame({TEXT_KEYS[0]: texts.hash(seed=_TEXT_SEEDS[0]), TEXT_KEYS[1]: texts.hash(seed=_TEXT_SEEDS[1])})
 
 
