@@ -84,6 +84,17 @@ def test_character_stop_word_and_refusal_measures(builder):
     assert out["prose"]["refusal_phrases"] == 0 and out["prose"]["refusal_match"] is None
 
 
+def test_custom_stop_words_and_refusal_phrases_match_as_the_defaults_do(builder):
+    rows = [{"id": "r", "text": "The cat and the dog. I’m unable to do that."}]
+    p = Pipeline("custom")
+    node = p.from_rows(rows, name="src").apply(StopWordMeasures("text", words=("The", "and")), name="s")
+    p.output("o", node.apply(RefusalMeasures("text", phrases=("I’m unable to",)), name="r"))
+    builder.build(p)
+    row = builder.output("o").row(0, named=True)
+    assert row["stop_words"] == 2  # upper-case words given
+    assert row["refusal_phrases"] == 1 and row["refusal_match"] == "i'm unable to"  # a typographic apostrophe
+
+
 def test_refusal_reads_only_assistant_turns_of_conversations(builder):
     chats = [
         {"id": "c1", "messages": [{"role": "user", "content": "As an AI language model, what do you think?"},

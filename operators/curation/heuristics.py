@@ -240,21 +240,23 @@ class CharacterMeasures(_Measures):
 
 @dataclass(frozen=True)
 class StopWordMeasures(_Measures):
-    """``stop_words``: how many distinct words of ``words`` the text contains (Gopher keeps
-    documents with at least 2 of its 8 English stop words)."""
+    """``stop_words``: how many distinct words of ``words`` the text contains, case-insensitive (Gopher
+    keeps documents with at least 2 of its 8 English stop words)."""
 
     words: tuple[str, ...] = GOPHER_STOP_WORDS
 
     def measures(self, text: pl.Expr) -> dict[str, pl.Expr]:
         tokens = text.str.to_lowercase().str.extract_all(r"[\p{L}']+")
-        found = tokens.list.eval(pl.element().filter(pl.element().is_in(list(self.words)))).list.n_unique()
+        words = sorted({w.lower() for w in self.words})
+        found = tokens.list.eval(pl.element().filter(pl.element().is_in(words))).list.n_unique()
         return {"stop_words": found.cast(pl.Int64)}
 
 
 @dataclass(frozen=True)
 class RefusalMeasures(_Measures):
-    """``refusal_phrases``: how many of ``phrases`` (case-insensitive) occur in the text; for a
-    conversation, in its assistant turns (``roles``). ``refusal_match`` names the first one."""
+    """``refusal_phrases``: how many of ``phrases`` (case-insensitive, ’ read as ') occur in the text;
+    for a conversation, in its assistant turns (``roles``). ``refusal_match`` names the match that
+    ends first in the text (lower case)."""
 
     roles: tuple[str, ...] = ("assistant",)
     phrases: tuple[str, ...] = REFUSAL_PHRASES
@@ -264,7 +266,7 @@ class RefusalMeasures(_Measures):
 
     def measures(self, text: pl.Expr) -> dict[str, pl.Expr]:
         lowered = text.str.to_lowercase().str.replace_all("’", "'", literal=True)
-        phrases = [p.lower() for p in self.phrases]
+        phrases = [p.lower().replace("’", "'") for p in self.phrases]
         found = lowered.str.extract_many(phrases, overlapping=True)
         return {"refusal_phrases": found.list.n_unique().cast(pl.Int64),
                 "refusal_match": found.list.first()}
