@@ -55,7 +55,7 @@ def test_pairs_never_form_on_ties_and_trace_to_candidates(builder):
     get_schema("preference").validate(pair)
     reasons = dict(builder.rejects("selected").select("id", "reason").rows())
     assert reasons["src-4"].startswith("tie") and reasons["src-5"].startswith("tie")
-    assert reasons["src-6"] == "fewer than two scored candidates"
+    assert reasons["src-6"] == "no score"  # its own problem comes before its group's (fewer than two scored)
     assert reasons["src-3"] == "not paired by best_vs_worst"
 
 
@@ -182,3 +182,16 @@ def test_cut_off_candidates_are_rejected_not_chosen_unless_allowed(builder):
     assert "cut off at max_tokens" in set(builder.rejects("selected")["reason"])
     with pytest.raises(CompileError, match="column 'finish' not found"):
         run(builder, PreferencePairs(finish_reason="finish"), rows)
+
+
+def test_a_candidates_own_problem_is_its_reject_reason_before_its_groups(builder):
+    rows = [{"prompt_id": "p", "prompt": "Q?", "response": "a", "score": 5.0},
+            {"prompt_id": "p", "prompt": "Q?", "response": "b", "score": 5.0},
+            {"prompt_id": "p", "prompt": "Q?", "response": "c", "score": None},
+            {"prompt_id": "p", "prompt": "Q?", "response": "", "score": 9.0}]
+    p = Pipeline("reasons")
+    p.output("o", p.from_rows(rows, name="src").apply(PreferencePairs(), name="selected"))
+    builder.build(p)
+    reasons = dict(builder.rejects("selected").select("id", "reason").rows())
+    assert reasons["src-1"].startswith("tie") and reasons["src-2"].startswith("tie")
+    assert (reasons["src-3"], reasons["src-4"]) == ("no score", "empty response")

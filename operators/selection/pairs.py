@@ -81,19 +81,21 @@ class PreferencePairs(CutOffCandidates, Operator):
             made, why = self._pairs(rows, ctx)
             used = {p["chosen_id"] for p in made} | {p["rejected_id"] for p in made}
             pairs += made
-            rejects += [{"id": r["id"], "reason": why or self._left_out(r), "score": r[self.score]}
+            rejects += [{"id": r["id"], "reason": self._left_out(r, why), "score": r[self.score]}
                         for r in rows if r["id"] not in used]
         ctx.count("pairs", len(pairs))
         out = pl.DataFrame(pairs, schema=self.output_schema(table.schema))
         return Result(out, rejects_frame(rejects))
 
-    def _left_out(self, row: dict) -> str:
-        """Why a candidate of a group that paired is in no pair."""
+    def _left_out(self, row: dict, group_reason: str) -> str:
+        """Why a candidate is in no pair: its own problem first, else why its group made none, else the strategy."""
         if row[self.score] is None:
             return "no score"
         if not row[self.response]:
             return "empty response"
-        return CUT_OFF if row[CUT] else f"not paired by {self.strategy}"
+        if row[CUT]:
+            return CUT_OFF
+        return group_reason or f"not paired by {self.strategy}"
 
     def _pairs(self, rows: list[dict], ctx: Context) -> tuple[list[dict], str]:
         """Pairs of one group, and why there are none when there are none."""
