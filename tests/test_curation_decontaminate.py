@@ -78,6 +78,20 @@ def test_missing_eval_file_fails_at_compile(tmp_path):
         p.compile()
 
 
+def test_the_detail_names_the_earliest_match_and_each_set_counts_every_row_it_matches(builder, tmp_path):
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over\n")
+    (tmp_path / "b.txt").write_text("hello there general kenobi\n")
+    rows = [{"text": "Hello there, general Kenobi, said the quick brown fox jumps over."}]
+    op = Decontaminate(eval_sets=(str(tmp_path / "a.txt"), str(tmp_path / "b.txt")), ngram=3)
+    p = Pipeline("first")
+    p.output("o", p.from_rows(rows, name="src").apply(op, name="g"))
+    report = builder.build(p)
+    detail = json.loads(builder.rejects("g")["detail"][0])
+    assert (detail["eval_set"], detail["ngram"]) == ("b", "hello there general")  # at word 0, not the later one
+    metrics = next(s.metrics for s in report.stats if s.name == "g")
+    assert (metrics["contaminated_a"], metrics["contaminated_b"]) == (1, 1)
+
+
 def test_an_eval_file_that_is_not_what_its_suffix_says_is_named(builder, tmp_path):
     evals = tmp_path / "evals.jsonl"
     evals.write_text("not json at all\n")

@@ -15,7 +15,9 @@ node fingerprint, so editing an eval set rebuilds the node.
 A contaminated row goes to rejects (reason ``contaminated``) with the eval set, the column and the
 first matching n-gram in its detail; the score is the share of the row's ``ngram``-grams found in eval
 sets (0 for a row caught only by a short item matched whole).
-Per eval set, the count of contaminated rows is a node metric (``contaminated_<set>``).
+The first match is the earliest in the row (then the longer, then that of the set given first). Per
+eval set, the count of rows it matches is a node metric (``contaminated_<set>``; a row that two sets
+match counts in both).
 """
 
 from __future__ import annotations
@@ -123,11 +125,13 @@ class Decontaminate(Operator):
         hit_set = np.full(table.height, -1)
         hit_column, hit_gram = [None] * table.height, [None] * table.height
         matched, total = np.zeros(table.height), np.zeros(table.height)
+        by_set = np.zeros((len(indexes), table.height), dtype=bool)  # the rows each eval set contaminates
         for column in self.columns:
             texts = comparable(table.select(column_text(column, schema[column]).alias("t")).to_series())
             found = self._scan(texts, indexes)
             matched += found["matched"]
             total += found["total"]
+            by_set |= found["by_set"]
             for row in np.flatnonzero((hit_set < 0) & (found["set"] >= 0)):
                 hit_set[row], hit_column[row] = found["set"][row], column
                 words = [w for w in texts[int(row)].split(" ") if w]
@@ -136,7 +140,7 @@ class Decontaminate(Operator):
         names = list(indexes)
         contaminated = np.flatnonzero(hit_set >= 0)
         for index, name in enumerate(names):
-            ctx.count(f"contaminated_{name}", int((hit_set == index).sum()))
+            ctx.count(f"contaminated_{name}", int(by_set[index].sum()))
         details = [json.dumps({"eval_set": names[hit_set[i]], "column": hit_column[i], "ngram": hit_gram[i]})
                    for i in contaminated]
         rejects = pl.DataFrame({"id": table.get_column("id").gather(contaminated),
@@ -149,13 +153,14 @@ class Decontaminate(Operator):
         return Result(table.filter(pl.Series(keep)), rejects)
 
     def _scan(self, texts: pl.Series, indexes: dict[str, dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Per row: first eval set hit (-1 for none), where (word position, length), and how many of
+        """Per row: the eval set of its first match (-1 for none; the earliest in the row, then the longer,
+        then the set given first), where (word position, length), which sets match it at all, and how many of
         its ``ngram``-grams are in any eval set, of how many."""
         rows = len(texts)
         tokens, lengths = token_hashes(texts, "word", _SEED)
         doc_start = starts_of(lengths)
-        result = {"set": np.full(rows, -1), "position": np.zeros(rows, dtype=np.int64),
-                  "length": np.zeros(rows, dtype=np.int64)}
+        result = {"set": np.full(rows, -1), "position": np.full(rows, np.iinfo(np.int64).max),
+                  "length": np.zeros(rows, dtype=np.int64), "by_set": np.zeros((len(indexes), rows), dtype=bool)}
         grams, counts, _ = ngram_hashes(tokens, lengths, self.ngram)
         in_any = np.zeros(len(grams), dtype=bool)
         for index in indexes.values():
@@ -170,10 +175,12 @@ class Decontaminate(Operator):
                 if n not in index:
                     continue
                 hits = np.flatnonzero(np.isin(grams, index[n]))
-                rows_hit, at = np.unique(owner[hits], return_index=True)
-                new = result["set"][rows_hit] < 0
-                rows_hit, at = rows_hit[new], hits[at[new]]
+                rows_hit, at = np.unique(owner[hits], return_index=True)  # each row's earliest hit of this set and n
+                result["by_set"][set_index, rows_hit] = True
+                position = starts[hits[at]] - doc_start[rows_hit]
+                earlier = position < result["position"][rows_hit]  # ties keep the longer n, then the earlier set
+                rows_hit, position = rows_hit[earlier], position[earlier]
                 result["set"][rows_hit] = set_index
-                result["position"][rows_hit] = starts[at] - doc_start[rows_hit]
+                result["position"][rows_hit] = position
                 result["length"][rows_hit] = n
         return result
