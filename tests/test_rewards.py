@@ -39,6 +39,7 @@ def test_math_answers_verified_against_gold(builder):
     ("3", "\\boxed{4 \\implies 3}", 0.0), ("3", "\\boxed{x = 4 = 3}", 0.0),
     ("3", "The answer is 3, since 1 + 2 = 3.", 1.0), ("3", "\\boxed{x = 3}", 1.0), ("3", "So \\boxed{a_1 = 3}", 1.0),
     ("\\{2, 3\\}", "\\boxed{2 \\text{ or } 3}", 1.0),  # a gold of two values: "or" is no hedge
+    ("3", "\\boxed{f(2) = 3}", 1.0), ("f(x) = 2x", "\\boxed{f(x) = 2x}", 1.0),  # a relation gold: relations answer
     (1e-05, "\\boxed{0.00001}", 1.0), (1e-05, "\\boxed{e-5}", 0.0), ("1e-5", "\\boxed{10^{-5}}", 1.0),
     (1e16, "\\boxed{10000000000000000}", 1.0)])
 def test_a_final_answer_must_name_one_value_and_float_golds_are_numbers(gold, response, reward):

@@ -40,7 +40,7 @@ FINAL = re.compile(r"answer(?:\s+is|\s*:)\s*([^\n]*?)(?:\.(?:\s|$)|\n|$)", re.I)
 HEDGE = re.compile(r"\b(or|maybe|possibly|perhaps|either)\b", re.I)
 BOXED = re.compile(r"\\boxed\s*\{")
 RELATION = re.compile(r"=|\\to\b|\\implies\b|\\Rightarrow\b|\\rightarrow\b|\\equiv\b|\\approx\b|\\iff\b")
-NAME = re.compile(r"^\s*[A-Za-z](_\{?\w+\}?)?\s*$")  # x, a_1: what the left side of an answer "x = 3" may be
+NAME = re.compile(r"^\s*[A-Za-z](_\{?\w+\}?)?(\([^()]*\))?\s*$")  # x, a_1, f(2): the left side of "x = 3"
 
 
 def last_box(text):
@@ -56,14 +56,15 @@ def last_box(text):
     return None
 
 
-def hedge(response):
-    """Why the final answer names no one value ("3 or 4", "\\boxed{4 = 3}"), or None."""
+def hedge(response, relations):
+    """Why the final answer names no one value ("3 or 4", "\\boxed{4 = 3}" unless ``relations`` are
+    answers), or None."""
     box = last_box(response)
     if box is not None:
         if HEDGE.search(" ".join(re.findall(r"\\text\s*\{([^}]*)\}", box))):
             return f"the boxed answer hedges: {box[:60]!r}"
         sides = RELATION.split(box)
-        if len(sides) > 2 or (len(sides) == 2 and not NAME.match(sides[0])):
+        if not relations and (len(sides) > 2 or (len(sides) == 2 and not NAME.match(sides[0]))):
             return f"the boxed answer is a relation, not a value: {box[:60]!r}"
         return None
     final = FINAL.findall(response)
@@ -87,7 +88,7 @@ def check(gold, response):
     if not gold_parsed:
         return 0.0, f"gold answer {str(gold)[:40]!r} does not parse"
     several = type(gold_parsed[0]).__name__ in ("FiniteSet", "Interval", "Union", "Tuple", "list", "tuple")
-    hedged = None if several else hedge(response)  # "x = 2 or x = 3" answers a gold of two roots
+    hedged = None if several else hedge(response, RELATION.search(gold_text(gold)) is not None)
     if hedged:
         return 0.0, hedged
     predicted = parse(response, parsing_timeout=None)
