@@ -38,9 +38,11 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(llamafactory verl)
 for name in "${names[@]}"; do
     case $name in
+        # kernels: the version these transformers declare (the one .venv's newer transformers pulls in breaks them)
         llamafactory) reader_venv llamafactory "llamafactory==0.9.5" \
-            "transformers==5.6.0 datasets==4.0.0 trl==0.24.0 peft==0.18.1 accelerate==1.11.0 omegaconf" ;;
-        verl) reader_venv verl "verl==0.9.1" "transformers==5.10.4 ray==2.58.0 tensordict==0.10.0 omegaconf pillow" ;;
+            "transformers==5.6.0 kernels==0.12.3 datasets==4.0.0 trl==0.24.0 peft==0.18.1 accelerate==1.11.0 omegaconf" ;;
+        verl) reader_venv verl "verl==0.9.1" \
+            "transformers==5.10.4 kernels==0.12.3 ray==2.58.0 tensordict==0.10.0 omegaconf pillow" ;;
         *) echo "unknown reader venv '$name': llamafactory or verl" >&2; exit 2 ;;
     esac
 done
