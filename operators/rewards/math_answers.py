@@ -135,17 +135,20 @@ class MathWorker:
             return "died"
         line = self._line(seconds)
         if line is None:
-            return "timeout" if self.proc.poll() is None else "died"
+            return "timeout"
+        if not line:
+            return "died"
         reward, detail = json.loads(line)
         return float(reward), detail
 
     def _line(self, seconds: float) -> str | None:
+        """The worker's next line; "" when it closed its output (it exited: its exit status may not be there
+        yet), None past ``seconds``."""
         with selectors.DefaultSelector() as selector:
             selector.register(self.proc.stdout, selectors.EVENT_READ)
             if not selector.select(timeout=seconds):
                 return None
-        line = self.proc.stdout.readline()
-        return line.strip() if line else None
+        return self.proc.stdout.readline().strip()
 
     def error(self) -> str:
         self.stop()
