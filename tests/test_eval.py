@@ -205,6 +205,7 @@ SCRIPTED = "evalscript:policy"
      "KL needs the weights of both models, and the reference model has none here"),
     ((SCRIPTED, "--on", "problems", "--metrics", "kl"), "kl cannot be measured: no reference model"),
     ((SCRIPTED, "--on", "nothing"), "no output named 'nothing'"),
+    ((SCRIPTED, "--on", "problems", "--judge", "nosuch"), "--judge: 'nosuch' is neither a model spec"),
     ((SCRIPTED, "--on", "problems", "--k", "3", "--samples", "2"), "samples (2) must be at least k (3)"),
 ])
 def test_bad_input_is_one_paragraph_before_any_model_call(capsys, out, tmp_path, argv, message):

@@ -71,7 +71,9 @@ def plan_evaluation(model: str, on: str, options: EvalOptions, out: Path, runs: 
     metrics, skipped = _metrics(options, data, baseline, reference)
     baseline = baseline if "win_rate" in metrics else None
     reference = reference if "kl" in metrics else None
-    judge = _model(options.judge, runs, "--judge")[0] if baseline else None
+    given_judge = options.judge != EvalOptions().judge  # a judge given is checked, measured or not
+    judge = _model(options.judge, runs, "--judge")[0] if baseline or given_judge else None
+    judge = judge if baseline else None
     if reference:
         _check_weights(policy, reference)
     gates = _gates(options, metrics, skipped, run)
