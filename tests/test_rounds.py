@@ -157,3 +157,5 @@ def test_bad_loop_options_are_refused(capsys, tmp_path):
     assert code == 1 and "rounds must be a positive int, not 0" in err
     code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path), "--eval-set", "sample=3")
     assert code == 1 and "--eval-set sample: not an evaluation option" in err
+    code, _, err = iterate(capsys, tmp_path, tiny_pipeline(tmp_path), "--set", "model=hf:/nope")
+    assert code == 1 and "model='hf:/nope' (the loop's first model)" in err and not (tmp_path / "out").exists()

@@ -37,7 +37,7 @@ from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest
 from dataflow.trainers.config import CONFIGS, load_config
 from dataflow.trainers.evaluation import EvalOptions, evaluate
 from dataflow.trainers.inputs import BuildOutput, find_output, require_schema
-from dataflow.trainers.runs import MODEL, RUNS, read_run
+from dataflow.trainers.runs import MODEL, RUNS, read_run, resolve_model, trainable_dir
 from dataflow.trainers.train import ACCEPTS, COLUMNS, train
 
 METRIC = "pass@1"
@@ -75,6 +75,10 @@ def iterate(file: Path | str, options: LoopOptions = LoopOptions(), settings: di
     load_config(spec.trainer, None, config)  # an unknown or bad field is an error before any round
     evaluation = _eval_options(spec, declared, eval_settings or {})
     base = settings.get(spec.model_param, str(declared.params[spec.model_param]))
+    try:  # the first round's model is trained on: it must be one, before anything is built
+        trainable_dir(resolve_model(base, Path(runs))[0])
+    except DataflowError as exc:
+        raise DataflowError(f"{spec.model_param}={base!r} (the loop's first model): {exc}") from exc
     loop_dir = Path(out) / LOOPS / _loop_id(declared, settings, spec, options, config, evaluation)
     record = _start_record(loop_dir, declared, file, settings, spec, options, config, base)
     runs, progress = Path(runs), progress or Progress(sys.stderr)
