@@ -136,6 +136,11 @@ class LLMOperator(SamplingParameters, Operator):
         return [f"{name} must be a positive int, not {getattr(self, name)!r}" for name in names
                 if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
 
+    def negative(self, *names: str) -> list[str]:
+        """A problem for each of the named fields that is not an int >= 0."""
+        return [f"{name} must be an int >= 0, not {getattr(self, name)!r}" for name in names
+                if not isinstance(getattr(self, name), int) or getattr(self, name) < 0]
+
     def output_schema(self, schema: pl.Schema) -> pl.Schema:
         generated = self.generated_columns()
         return pl.Schema({**{k: v for k, v in schema.items() if k not in generated}, **generated})

@@ -65,8 +65,7 @@ class Magpie(OneModel):
             problems.append(f"near_threshold must be in (0, 1] (a ROUGE-L F), not {self.near_threshold}")
         if not 0 <= self.response_temperature <= 5:
             problems.append(f"response_temperature must be between 0 and 5, not {self.response_temperature}")
-        if not isinstance(self.min_words, int) or self.min_words < 0:
-            problems.append(f"min_words must be an int >= 0, not {self.min_words!r}")
+        problems += self.negative("min_words")
         if self.pre_query is not None and not self.pre_query:
             problems.append(f"pre_query is empty: {PRE_QUERY_HELP}, or leave it out to use the model's template")
         return problems

@@ -178,9 +178,7 @@ class SelfInstruct(OneModel):
         problems = super().check()
         problems += self.not_positive("target", "per_prompt", "prompts_per_round", "seed_examples", "max_rounds",
                                       "min_words", "max_words")
-        problems += [f"{name} must be an int >= 0, not {getattr(self, name)!r}"
-                     for name in ("generated_examples", "min_new")
-                     if not isinstance(getattr(self, name), int) or getattr(self, name) < 0]
+        problems += self.negative("generated_examples", "min_new")
         if isinstance(self.max_words, int) and isinstance(self.min_words, int) and self.max_words < self.min_words:
             problems.append(f"max_words ({self.max_words}) is below min_words ({self.min_words}): every task would "
                             f"be rejected")

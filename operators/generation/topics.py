@@ -144,11 +144,15 @@ class TopicTemplate(OneModel):
                             "task": self.templates[template_id].format(**values)})
         return planned
 
+    def _slot_columns(self) -> list[str]:
+        """The slots filled from the row's columns."""
+        return [c for c in self.required_columns() if c != self.topic]
+
     def _unusable(self, row: dict) -> dict:
         """The reject of a row that cannot fill the templates."""
         if not (row[self.topic] or "").strip():
             return {"id": row["id"], "reason": "empty_topic", "detail": f"'{self.topic}' is empty"}
-        nulls = [c for c in self.required_columns() if c != self.topic and row[c] is None]
+        nulls = [c for c in self._slot_columns() if row[c] is None]
         return {"id": row["id"], "reason": "empty_slot", "detail": f"slot column(s) {', '.join(nulls)} are null"}
 
     def asks(self, row: dict) -> dict[str, Ask]:
@@ -164,7 +168,7 @@ class TopicTemplate(OneModel):
     def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
         table = frame.collect()
         schema = self.output_schema(table.schema)
-        columns = [c for c in self.required_columns() if c != self.topic]  # slots filled from the row
+        columns = self._slot_columns()
         topics = table.filter(pl.col(self.topic).str.strip_chars().str.len_chars() > 0,
                               *[pl.col(c).is_not_null() for c in columns])
         missing = table.join(topics.select("id"), on="id", how="anti")
