@@ -102,12 +102,14 @@ def reply(text: str) -> str:
         return "the and of it"
     if "in silence" in text:
         return ""
+    if "at length" in text:
+        return " ".join(words(text, 30) * 10)  # 300 words
     return f"A full and careful answer to: {text[:60]}"
 
 
 class SynthBackend:
-    """Answers chat requests with ``reply``; a raw Self-Instruct list with ``continued``, cut to
-    ``max_tokens`` words; another raw prompt (Magpie) with QUERIES by sample, the first request
+    """Answers chat requests with ``reply`` and a raw Self-Instruct list with ``continued``, both cut
+    to ``max_tokens`` words; another raw prompt (Magpie) with QUERIES by sample, the first request
     from the first."""
 
     QUERIES = ["How do I bake sourdough bread at home?", "How do I bake sourdough bread at home?",
@@ -142,7 +144,9 @@ class SynthBackend:
                 texts = [self.QUERIES[(offset + k) % len(self.QUERIES)] for k in range(r.sampling.n)]
             else:
                 SynthBackend.asked.append(r.messages[-1][1])
-                texts = [reply(r.messages[-1][1])] * r.sampling.n
+                written = re.findall(r"\s*\S+", reply(r.messages[-1][1]))
+                finish = "length" if len(written) > r.sampling.max_tokens else "stop"
+                texts = ["".join(written[:r.sampling.max_tokens])] * r.sampling.n
             out.append(Response([Completion(t, finish, len(t.split())) for t in texts], 10))
         return out
 
@@ -424,6 +428,17 @@ def test_an_evolution_without_a_verdict_or_an_answer_is_a_reject_that_says_so(bu
     assert rejects["src-2/g1"]["reason"] == "empty_response"
 
 
+def test_an_evolution_whose_answer_is_cut_by_response_tokens_is_a_reject_that_says_so(builder):
+    rows = [{"instruction": "Explain the tides at length."}]
+    build(builder, EvolInstruct(model=MODEL, generations=1, operations=("add_constraints",)), rows)
+    assert builder.output("out").height == 0
+    reject = builder.rejects("synth").row(0, named=True)
+    assert reject["reason"] == "truncated_response" and "response_tokens (256)" in reject["detail"]
+    build(builder, EvolInstruct(model=MODEL, generations=1, operations=("add_constraints",), response_tokens=400),
+          rows, name="longer")
+    assert len(builder.output("out")["response"][0].split()) == 300
+
+
 # -- magpie ------------------------------------------------------------------------------
 
 def test_magpie_sends_the_raw_pre_query_and_dedups_between_the_passes(builder):
@@ -520,6 +535,15 @@ def test_a_simulated_user_writing_as_the_assistant_on_any_line_is_role_confusion
         assert rejects["detail"][0].startswith("turn 1:")
     else:
         assert out["messages"][0][1]["content"] == (message if kept == "same" else kept)
+
+
+def test_a_dialogue_whose_assistant_turn_is_cut_by_max_tokens_is_rejected_with_the_turn(builder, monkeypatch):
+    monkeypatch.setattr(SynthBackend, "user_message", "Tell me about the parcel at length.", raising=False)
+    build(builder, MultiTurnDialogue(model=MODEL, turns=1), [{"persona": "a buyer", "goal": "track", "scenario": "late"}])
+    assert builder.output("out").height == 0
+    reject = builder.rejects("synth").row(0, named=True)
+    assert reject["reason"] == "truncated_response" and reject["detail"].startswith("turn 1:")
+    assert "max_tokens (200)" in reject["detail"]
 
 
 def test_a_dialogue_row_with_an_empty_field_is_a_reject_and_asks_nothing(builder):

@@ -19,6 +19,7 @@ from dataflow.operators.generation.replies import (
     record_diversity,
     reply_json,
     string_field,
+    whole_answer,
 )
 from dataflow.schemas import MESSAGES
 
@@ -57,7 +58,8 @@ class MultiTurnDialogue(OneModel):
     (``model``, with ``system`` as its system prompt, or the row's ``system_column``) answers.
     A dialogue ends after ``turns`` user turns, or earlier when the simulator says its goal is
     reached (``ended``: ``goal_reached`` or ``max_turns``; with ``require_goal``, a dialogue that
-    never reaches it is rejected as ``no_stop``). A turn that is empty, unparseable, or written in
+    never reaches it is rejected as ``no_stop``). A turn that is empty, unparseable, cut by
+    ``max_tokens`` (asked again, then ``truncated_response``), or written in
     the other role's voice (its label, e.g. "Assistant:", at a line start) rejects its dialogue with
     the turn's number (1 for the first exchange); a turn's own label at its start is dropped. A row
     whose persona, goal, scenario or system column is empty is an ``empty_field`` reject. Output:
@@ -109,6 +111,7 @@ class MultiTurnDialogue(OneModel):
                   for row_id, row in rows.items()}
         talks = {row_id: [] for row_id in rows}  # (role, content) turns so far
         ended = {}
+        limit = f"max_tokens ({self.max_tokens})"
         for turn in range(self.turns):
             active = {row_id: rows[row_id] for row_id in talks if row_id not in ended}
             if not active:
@@ -136,12 +139,13 @@ class MultiTurnDialogue(OneModel):
             answering = {row_id: rows[row_id] for row_id in talks if row_id not in ended}
             replies = self.ask({(row_id, ""): Ask(((("system", system[row_id]),) if system[row_id] else ())
                                                   + tuple(talks[row_id])) for row_id in answering},
-                               answering, ctx, parse=_assistant_turn, progress=False, models=(self.model,))
+                               answering, ctx, progress=False, models=(self.model,),
+                               parse=lambda reply, row: {"text": whole_answer(reply, limit)})
             for row_id in answering:
                 try:
                     text = ASSISTANT_LABEL.sub("", replies.replies(row_id)[0]["text"], count=1).strip()
                     if not text:
-                        raise Rejection("empty_turn", "the assistant's reply is empty")
+                        raise Rejection("empty_turn", "the assistant's reply is only a role label")
                     if USER_LABEL.search(text):
                         raise Rejection("role_confusion", f"the assistant writes as the user: {text[:200]!r}")
                     talks[row_id].append(("assistant", text))
@@ -184,10 +188,6 @@ def _user_turn(reply: Reply, row: dict) -> dict[str, Any]:
     if not message.strip():
         raise Rejection("empty_turn", f"the simulated user's message is empty: {reply.text[:200]!r}")
     return {"message": message.strip(), "done": '"done"' in reply.text and reply_json(reply, "done") is True}
-
-
-def _assistant_turn(reply: Reply, row: dict) -> dict[str, Any]:
-    return {"text": reply.text.strip()}
 
 
 def _at_turn(rejection: Rejection, turn: int) -> Rejection:

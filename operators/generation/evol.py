@@ -21,6 +21,7 @@ from dataflow.operators.generation.replies import (
     record_diversity,
     reply_json,
     string_field,
+    whole_answer,
 )
 
 DEPTH = """I want you to act as a prompt rewriter. Rewrite the given prompt into a more complex version \
@@ -107,9 +108,11 @@ class EvolInstruct(OneModel):
     its parent (no information gain; only the others are answered), (2) its response says sorry
     and is short, (3) its response is only punctuation and stop words, or (4) it copies the rewriting prompt's
     words; each failure goes to rejects with its rule and the next generation evolves the parent
-    again. A rewrite that loops (``repetitive``) is dropped too. Output: a row per surviving
-    evolved instruction, id ``<row id>/g<generation>``, with ``instruction``, ``response``,
-    ``parent_id``, ``root_id``, ``operation``, ``generation``; the root row's other columns are kept.
+    again. A rewrite that loops (``repetitive``) is dropped too, and so is one whose response is
+    empty or cut by ``response_tokens`` (asked again, then ``truncated_response``). Output: a row
+    per surviving evolved instruction, id ``<row id>/g<generation>``, with ``instruction``,
+    ``response``, ``parent_id``, ``root_id``, ``operation``, ``generation``; the root row's other
+    columns are kept.
     """
 
     instruction: str = "instruction"
@@ -211,15 +214,14 @@ class EvolInstruct(OneModel):
                                                               "rule 1: the model judges it equal to its parent")))
                 continue
             gained[child_id] = child
+        limit = f"response_tokens ({self.response_tokens})"
         answered = self.ask({(c, ""): Ask((("user", gained[c]["instruction"]),), max_tokens=self.response_tokens)
-                             for c in gained}, gained, ctx, parse=lambda reply, row: {"response": reply.text.strip()},
-                            progress=False)
+                             for c in gained}, gained, ctx,
+                            parse=lambda reply, row: {"response": whole_answer(reply, limit)}, progress=False)
         survivors = []
         for child_id, child in gained.items():
             try:
                 response = answered.replies(child_id)[0]["response"]
-                if not response:
-                    raise Rejection("empty_response", "the model's answer to the evolved instruction is empty")
                 if cannot_answer(response):
                     raise Rejection("model_cannot_answer", f"rule 2: the response says sorry in "
                                                            f"{len(response.split())} words: {response[:200]!r}")

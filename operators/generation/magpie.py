@@ -17,7 +17,7 @@ from dataflow.llm import pre_query_text, resolve_spec
 from dataflow.llm.backends.registry import backend_type
 from dataflow.operator import Context, Rejection, Result, rejects_frame
 from dataflow.operators.generation.base import Ask, Reply, reject_row
-from dataflow.operators.generation.replies import OneModel, record_diversity
+from dataflow.operators.generation.replies import OneModel, record_diversity, whole_answer
 from dataflow.operators.text import NoveltyIndex
 from dataflow.schemas import MESSAGES
 
@@ -143,13 +143,7 @@ class Magpie(OneModel):
         return (*system, ("user", query["instruction"]))
 
     def _response(self, reply: Reply, row: dict) -> dict[str, Any]:
-        text = reply.text.strip()
-        if not text:
-            raise Rejection("empty_response", "the model's answer is empty")
-        if reply.finish_reason == "length":
-            raise Rejection("truncated_response", f"the answer did not end within {self.response_tokens} tokens "
-                                                  f"(raise response_tokens): {text[-200:]!r}")
-        return {"response": text}
+        return {"response": whole_answer(reply, f"response_tokens ({self.response_tokens})")}
 
     def _query(self, reply: Reply, row: dict) -> dict[str, Any]:
         text = reply.text.strip()

@@ -57,6 +57,18 @@ def reply_json(reply: Reply, key: str, schema: dict | None = None) -> Any:
     return value[key]
 
 
+def whole_answer(reply: Reply, limit: str) -> str:
+    """A free-text answer's text; a Rejection when it is empty or was cut by the token limit
+    (the parameter named ``limit``, e.g. "response_tokens (256)"): a cut answer is no SFT target."""
+    text = reply.text.strip()
+    if not text:
+        raise Rejection("empty_response", "the model's answer is empty")
+    if reply.finish_reason == "length":
+        raise Rejection("truncated_response", f"the answer did not end within {limit} tokens (raise it): "
+                                              f"{text[-200:]!r}")
+    return text
+
+
 def record_diversity(ctx: Context, texts: list[str]) -> None:
     """distinct-1/2 of generated texts, as node metrics."""
     for name, value in distinct_metrics(texts).items():
