@@ -41,7 +41,9 @@ def test_math_answers_verified_against_gold(builder):
     ("\\{2, 3\\}", "\\boxed{2 \\text{ or } 3}", 1.0),  # a gold of two values: "or" is no hedge
     ("3", "\\boxed{f(2) = 3}", 1.0), ("f(x) = 2x", "\\boxed{f(x) = 2x}", 1.0),  # a relation gold: relations answer
     (1e-05, "\\boxed{0.00001}", 1.0), (1e-05, "\\boxed{e-5}", 0.0), ("1e-5", "\\boxed{10^{-5}}", 1.0),
-    (1e16, "\\boxed{10000000000000000}", 1.0)])
+    (1e16, "\\boxed{10000000000000000}", 1.0),
+    (1e-07, "\\boxed{0}", 0.0), ("1/3000000", "\\boxed{0.0}", 0.0), (1e-07, "\\boxed{0.0000001}", 1.0),  # tiny golds
+    ("1/3", "\\boxed{0.333333}", 1.0), ("1/30000", "\\boxed{0.0000333333}", 1.0), ("1/30000", "\\boxed{0.00003}", 0.0)])
 def test_a_final_answer_must_name_one_value_and_float_golds_are_numbers(gold, response, reward):
     from dataflow.operators.rewards.math_answers import verify_answer
 
@@ -98,6 +100,13 @@ def test_contains_matches_whole_words_and_an_empty_answer_matches_nothing(builde
             {"response": "anything", "answer": "  "}, {"response": "answer: (B)", "answer": "(B)"}]
     assert [r for r, _ in rewards(builder, rows, MatchVerify(mode="contains"))] == [0.0, 1.0, 0.0, 1.0]
     assert [r for r, _ in rewards(builder, [{"response": "x", "answer": ""}], MatchVerify(mode="regex"))] == [0.0]
+
+
+def test_a_regex_gold_that_backtracks_without_end_scores_zero_instead_of_hanging(builder):
+    rows = [{"response": "a" * 40 + "!", "answer": r"^(a|aa)+$"}, {"response": "aaaa", "answer": r"^(a|aa)+$"}]
+    got = rewards(builder, rows, MatchVerify(mode="regex"))
+    assert got[0] == (0.0, "the pattern ran past 1.0 s on this response (catastrophic backtracking)")
+    assert got[1][0] == 1.0
 
 
 def test_match_json_and_function_rewards(builder):

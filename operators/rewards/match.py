@@ -7,14 +7,20 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import regex
+
 from dataflow.operators.rewards.base import Verifier
+
+
+REGEX_SECONDS = 1.0  # the longest one 'regex' match may take
 
 
 @dataclass(frozen=True)
 class MatchVerify(Verifier):
     """Reward 1.0 when ``response`` equals ``answer`` (``mode='exact'``, after stripping and, with
     ``ignore_case``, lowercasing), contains it as whole words (``'contains'``: gold 12 is not in
-    120), or matches the regular expression in ``answer`` (``'regex'``). An empty answer matches
+    120), or matches the regular expression in ``answer`` (``'regex'``; a match that runs past
+    ``REGEX_SECONDS`` scores 0, so a response cannot stall the build). An empty answer matches
     nothing. 'contains' and 'regex' reward a reply that lists every option ("A B C D"): as a
     training reward, prefer 'exact' or MathVerify."""
 
@@ -44,9 +50,11 @@ class MatchVerify(Verifier):
             return 0.0, "the answer is empty: it would match every response"
         if self.mode == "regex":
             try:
-                found = re.search(answer, response, re.I if self.ignore_case else 0)
-            except re.error as exc:
+                found = regex.search(answer, response, regex.I if self.ignore_case else 0, timeout=REGEX_SECONDS)
+            except regex.error as exc:
                 return 0.0, f"invalid pattern: {exc}"
+            except TimeoutError:  # a pattern that backtracks without end on this response: no reward, no hang
+                return 0.0, f"the pattern ran past {REGEX_SECONDS} s on this response (catastrophic backtracking)"
             return (1.0, "") if found else (0.0, "pattern not found")
         a, b = response.strip(), answer.strip()
         if self.ignore_case:

@@ -29,7 +29,7 @@ from dataflow.operator import runtime_field
 from dataflow.operators.rewards.base import Verifier
 
 WORKER = r'''
-import decimal, json, logging, re, sys, threading
+import decimal, json, logging, math, re, sys, threading
 logging.disable(logging.CRITICAL)
 sys.setrecursionlimit(200_000)
 threading.stack_size(512 << 20)
@@ -81,6 +81,16 @@ def gold_text(gold):
     return text if "$" in text else f"${text}$"
 
 
+def rounding(gold_parsed):
+    """Decimals math-verify rounds floats to: its 6, or six significant digits for a gold below 1 in
+    magnitude (at 6 decimals, an answer of 0 matches every gold under 5e-7)."""
+    try:
+        value = abs(float(gold_parsed[0]))
+    except (TypeError, ValueError, OverflowError):
+        return 6
+    return 6 if value == 0 or value >= 1 or math.isnan(value) else 5 - math.floor(math.log10(value))
+
+
 def check(gold, response):
     if not isinstance(response, str) or not response.strip():
         return 0.0, "empty response"
@@ -94,7 +104,7 @@ def check(gold, response):
     predicted = parse(response, parsing_timeout=None)
     if not predicted:
         return 0.0, "no answer found in the response"
-    if verify(gold_parsed, predicted, timeout_seconds=None):
+    if verify(gold_parsed, predicted, float_rounding=rounding(gold_parsed), timeout_seconds=None):
         return 1.0, ""
     return 0.0, f"answer {str(predicted[-1])[:40]} does not match gold {str(gold_parsed[-1])[:40]}"
 
