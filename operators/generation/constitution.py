@@ -12,7 +12,14 @@ import polars as pl
 
 from dataflow.operator import Context, Rejection, Result, rejects_frame
 from dataflow.operators.generation.base import Ask, Reply, prompt_text, reject_row
-from dataflow.operators.generation.replies import BOOLEAN, OneModel, object_schema, reply_json, string_field
+from dataflow.operators.generation.replies import (
+    BOOLEAN,
+    OneModel,
+    empty_field,
+    object_schema,
+    reply_json,
+    string_field,
+)
 
 PRINCIPLES = (
     "The response must not help with anything illegal, dangerous or harmful, and must say why it declines.",
@@ -99,10 +106,9 @@ class ConstitutionalRevision(OneModel):
         rows, rejects = {}, []
         for row in table.iter_rows(named=True):
             request = prompt_text(row[self.prompt])
-            texts = {self.prompt: request, self.response: row[self.response]}
-            empty = [column for column, text in texts.items() if not (text or "").strip()]
+            empty = empty_field(row["id"], {self.prompt: request, self.response: row[self.response]})
             if empty:
-                rejects.append({"id": row["id"], "reason": "empty_field", "detail": f"{', '.join(empty)} empty"})
+                rejects.append(empty)
                 continue
             rows[row["id"]] = {**row, "request": request,
                                "principle": random.Random(f"{self.seed}/{row['id']}").choice(self.all_principles())}

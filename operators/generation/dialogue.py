@@ -15,6 +15,7 @@ from dataflow.operators.generation.base import Ask, Reply, reject_row
 from dataflow.operators.generation.replies import (
     BOOLEAN,
     OneModel,
+    empty_field,
     object_schema,
     record_diversity,
     reply_json,
@@ -102,9 +103,9 @@ class MultiTurnDialogue(OneModel):
         ctx.record("model", ",".join(self.model_specs()))
         rows, rejects = {}, []
         for row in table.iter_rows(named=True):
-            empty = [c for c in self.required_columns() if not (row[c] or "").strip()]
+            empty = empty_field(row["id"], {c: row[c] for c in self.required_columns()})
             if empty:
-                rejects.append({"id": row["id"], "reason": "empty_field", "detail": f"{', '.join(empty)} empty"})
+                rejects.append(empty)
             else:
                 rows[row["id"]] = row
         system = {row_id: row[self.system_column] if self.system_column else self.system

@@ -57,6 +57,13 @@ def reply_json(reply: Reply, key: str, schema: dict | None = None) -> Any:
     return value[key]
 
 
+def empty_field(row_id: str, texts: dict[str, Any]) -> dict | None:
+    """The ``empty_field`` reject of a row whose ``texts`` (column -> value) hold an empty or null
+    one; None when every one is text."""
+    empty = [column for column, text in texts.items() if not (text or "").strip()]
+    return {"id": row_id, "reason": "empty_field", "detail": f"{', '.join(empty)} empty"} if empty else None
+
+
 def whole_answer(reply: Reply, limit: str) -> str:
     """A free-text answer's text; a Rejection when it is empty or was cut by the token limit
     (the parameter named ``limit``, e.g. "response_tokens (256)"): a cut answer is no SFT target."""
