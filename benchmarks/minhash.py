@@ -28,6 +28,7 @@ Results go to benchmarks/RESULTS.md between the ``minhash`` markers (``--print``
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -48,6 +49,7 @@ from results import machine, settle, write_section  # noqa: E402
 THRESHOLD, NUM_PERM, NGRAM = 0.8, 128, 5
 DATASKETCH_BANDING = (9, 13)  # bands x rows: datasketch's _optimal_param(0.8, 128), given explicitly
 COPIES = 4  # the duplicate-heavy corpus: every document this many times
+PEERS = ("datasketch", "datatrove")  # methods that are packages of the `bench` extra
 METHODS = ("dataflow", "dataflow_core", "datasketch")  # datatrove (slow) only when named in --methods
 THREADS = {"dataflow": "all cores", "dataflow_core": "all cores", "datasketch": "1 (pure Python)",
            "datatrove": "2 processes"}
@@ -393,6 +395,9 @@ def main() -> None:
         worker(args.worker, args.scale, args.copies, args.out)
         return
 
+    missing = [name for name in PEERS if name in args.methods.split(",") and importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"{', '.join(missing)} not installed: .venv/bin/pip install -e '.[bench]' (the peers' extra)")
     from minhash_truth import ground_truth
 
     path = corpus_path(1)
