@@ -4,7 +4,10 @@ completions API, with injected 429 / 500 / timeouts / malformed bodies / refused
 A user turn may start with a fault directive: ``[429x2] text`` answers 429 (Retry-After: 0) to
 the first two calls for that text, ``[500x1]``, ``[timeoutx1]``, ``[malformedx1]`` likewise,
 ``[400]`` always refuses (echoing the Authorization header), ``[down]`` answers 503 until the
-server is healed. A judge prompt is answered in its JSON form only when the request carries a
+server is healed; ``[401]``, ``[404]`` and ``[quota]`` (429 ``insufficient_quota``) always refuse,
+``[refusal]`` answers a null content with a refusal, ``[filtered]`` a ``content_filter`` finish,
+``[trickle]`` sends its body a byte every 0.2 s, ``[gzip]`` a body that claims to be gzip and is not.
+With ``refuses_logprobs``, a request with logprobs gets 400 naming them. A judge prompt is answered in its JSON form only when the request carries a
 ``response_format`` of a type the server accepts (``formats``); a refused type gets
 ``refusal_status`` with an error naming ``response_format``. ``logprobs`` are given when asked.
 """
@@ -35,8 +38,9 @@ class ChatServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, supports_n: bool = True, lifetime_s: float = 120.0, formats: tuple[str, ...] = ("json_schema",),
-                 refusal_status: int = 400):
+                 refusal_status: int = 400, refuses_logprobs: bool = False):
         super().__init__(("127.0.0.1", 0), ChatHandler)
+        self.refuses_logprobs = refuses_logprobs
         self.supports_n, self.healed = supports_n, False
         self.formats, self.refusal_status = formats, refusal_status
         self.format_requests: Counter[str] = Counter()  # requests per response_format type
@@ -113,6 +117,30 @@ class ChatHandler(BaseHTTPRequestHandler):
             return self._send(400, json.dumps({"error": f"bad request from {self.headers.get('Authorization')}"}))
         if text.startswith("[down]") and not self.server.healed:
             return self._send(503, '{"error": "overloaded"}')
+        refused = {"[401]": (401, "Incorrect API key provided"), "[404]": (404, "Not Found"),
+                   "[quota]": (429, "You exceeded your current quota (insufficient_quota)")}.get(text[:text.find("]") + 1])
+        if refused:
+            return self._send(refused[0], json.dumps({"error": {"message": refused[1]}}))
+        if text.startswith("[refusal]"):
+            message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+            return self._send(200, json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": message}]}))
+        if text.startswith("[filtered]"):
+            message = {"role": "assistant", "content": "Here is how to"}
+            return self._send(200, json.dumps({"choices": [{"index": 0, "finish_reason": "content_filter",
+                                                            "message": message}]}))
+        if text.startswith("[trickle]"):
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(20):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+            return None
+        if text.startswith("[gzip]"):
+            return self._send(200, "not gzip at all", {"Content-Encoding": "gzip"})
+        if self.server.refuses_logprobs and body.get("logprobs"):
+            return self._send(400, json.dumps({"error": "logprobs is not supported by this server"}))
         form = (body.get("response_format") or {}).get("type")
         if form:
             with self.server.lock:
@@ -279,6 +307,64 @@ def test_a_server_without_response_format_falls_back_to_retries_and_says_so(buil
         assert set(rejects["reason"]) == {"judge_invalid"}  # never a silent score
         assert all("A fine answer" in d for d in rejects["detail"])
         assert "replies are parsed and retried" in metrics(report, "judge")["fallbacks"]
+
+
+@pytest.mark.parametrize("text, found", [
+    ("[401] hi", "refused the API key \\(HTTP 401.*set \\$OPENAI_API_KEY"),
+    ("[404] hi", "has no chat/completions for model 'test-model' \\(HTTP 404.*under /v1"),
+    ("[quota] hi", "out of quota")])
+def test_a_refusal_no_request_can_get_past_fails_the_node_at_once(builder, text, found):
+    with ChatServer() as server:
+        with pytest.raises(DataflowError, match=f"node 'gen'.*{found}"):
+            builder.build(pipeline(spec(server), [text, text.replace("hi", "there")]))
+        assert sum(server.calls.values()) <= 2  # not retried
+    assert KEY not in builder.log.getvalue()
+
+
+def test_a_reply_without_text_is_a_reject_asked_once_and_a_filtered_one_is_cut_off(builder):
+    with ChatServer() as server:
+        builder.build(pipeline(spec(server), ["[refusal] pick a lock", "[filtered] pick a lock", "[gzip] x"]))
+        out = builder.output("answers")
+        assert out["response_finish_reason"].to_list() == ["length"]  # the filtered reply: not a finished one
+        rejects = {r["id"]: r["detail"] for r in builder.rejects("gen").iter_rows(named=True)}
+        assert "no text" in rejects["rows-1"] and "I can't help with that." in rejects["rows-1"]
+        assert server.calls["[refusal] pick a lock"] == 1
+        assert "DecodingError" in rejects["rows-3"]  # a body that cannot be decoded: retried, then a reject
+
+
+def test_an_api_key_pasted_with_quotes_is_named_at_compile_time(builder, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", f"\u201c{KEY}\u201d")
+    with ChatServer() as server:
+        with pytest.raises(DataflowError, match="OPENAI_API_KEY has characters that are not ASCII") as raised:
+            builder.build(pipeline(spec(server), ["hello"]))
+        assert server.calls == Counter() and KEY not in str(raised.value)
+
+
+def test_a_server_that_never_finishes_a_reply_fails_the_node_within_the_timeout(builder):
+    with ChatServer() as server:
+        started = time.monotonic()
+        with pytest.raises(DataflowError, match="answered no request within 0.5 s \\(2 attempt"):
+            builder.build(pipeline(spec(server), ["[trickle] hello"]))
+        assert time.monotonic() - started < 3.5  # the body trickles for 4 s per attempt
+
+
+def test_a_server_refusing_only_logprobs_keeps_the_response_format(builder):
+    with ChatServer(refuses_logprobs=True) as server:
+        report = builder.build(judge_pipeline(spec(server, concurrency=1), ["4", "5"]))
+        assert builder.output("scores")["score"].to_list() == [7, 7]  # constrained, not weighted
+        assert metrics(report, "judge")["fallbacks"] == "logprobs refused by the server: judge scores are not " \
+                                                        "probability-weighted"
+
+
+def test_a_build_from_inside_a_running_event_loop_works(builder):
+    import asyncio
+
+    async def notebook_cell():
+        return builder.build(pipeline(spec(server), ["hello"]))
+
+    with ChatServer() as server:
+        asyncio.run(notebook_cell())
+        assert builder.output("answers")["response"].to_list() == ["reply to hello #0 t=0.7 seed=0"]
 
 
 def test_a_raw_prompt_goes_to_the_completions_endpoint(builder):

@@ -1,9 +1,15 @@
 """The OpenAI-compatible HTTP backend (vLLM/SGLang/llama.cpp servers, hosted APIs).
 
-Requests run concurrently (``concurrency``, default 16) on one asyncio loop per chunk. 429, 5xx,
-timeouts, connection errors and malformed bodies are retried up to ``retries`` times with
-exponential backoff and full jitter, waiting what ``Retry-After`` asks when the server says.
-Other statuses fail the request at once (the next build retries it). ``n`` samples are asked
+Requests run concurrently (``concurrency``, default 16) on one asyncio loop per chunk (a thread
+of its own where the caller already runs a loop, as in Jupyter). 429, 5xx, timeouts (``timeout``
+seconds for the whole request, default 120), connection errors and malformed bodies are retried
+up to ``retries`` times (default 6) with exponential backoff and full jitter, waiting what
+``Retry-After`` asks when the server says. Other statuses fail the request at once (the next build
+retries it), a reply without text (a refusal, a tool call) too. What no request can get past fails
+the node at once, naming the fix: the key refused (401, 403), no such endpoint or model (404), an
+exhausted quota (429 ``insufficient_quota``), and a server that has answered no request at all
+when one request has timed out twice (once with ``retries=0``). A reply the server cut
+(``finish_reason`` ``length`` or ``content_filter``) counts as cut off. ``n`` samples are asked
 in one request; a server that returns fewer choices gets one request per sample from then on
 (``n=0`` in the spec forces that). A JSON schema goes out as ``response_format`` (vLLM, SGLang
 and llama.cpp servers constrain decoding with it): OpenAI's ``json_schema`` form, else the
@@ -22,6 +28,7 @@ import json
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -50,6 +57,8 @@ class OpenAIBackend:
         self.chunk_size = spec.option("chunk", 256)
         self.key_env = spec.option("api_key_env", "OPENAI_API_KEY")
         self.backoff_s, self.backoff_cap_s = spec.option("backoff", 0.5), 30.0
+        self.where = f"the OpenAI-compatible server at {self.url}"
+        self.answered = False  # whether any request got a reply: until then, repeated timeouts fail the node
         self.unsupported: set[str] = set()  # FALLBACKS features this server refused
         self.notes: list[str] = []  # the fallbacks taken, for the build summary
 
@@ -71,7 +80,7 @@ class OpenAIBackend:
         does not serve the model."""
         import httpx
 
-        where = f"node '{node}': the OpenAI-compatible server at {self.url}"
+        self.where = where = f"node '{node}': the OpenAI-compatible server at {self.url}"
         try:
             reply = httpx.get(f"{self.url}/models", headers=self._headers(), timeout=min(10.0, self.timeout))
         except httpx.HTTPError as exc:
@@ -92,7 +101,11 @@ class OpenAIBackend:
     def generate(self, requests: list[Request],
                  finished: Callable[[int, Response], None] | None = None) -> list[Response]:
         """Responses in request order; ``finished(i, response)`` as soon as request i is done."""
-        return asyncio.run(self._generate_all(requests, finished or (lambda i, response: None)))
+        work = self._generate_all(requests, finished or (lambda i, response: None))
+        if not _loop_running():
+            return asyncio.run(work)
+        with ThreadPoolExecutor(1) as thread:  # the caller's loop is running (Jupyter): run ours beside it
+            return thread.submit(asyncio.run, work).result()
 
     async def _generate_all(self, requests: list[Request], finished: Callable[[int, Response], None]) -> list[Response]:
         import httpx
@@ -151,12 +164,12 @@ class OpenAIBackend:
         for a connection go without it); another once the request passes without the feature."""
         dropped: set[str] = set()
         while True:
-            response, refusal, body = await self._post(http, gate, lambda: self._body(request, n, seed, dropped))
-            feature = _optional_feature(body)
-            if response.ok or refusal is None or feature is None:
+            response, refused = await self._post(http, gate, lambda: self._body(request, n, seed, dropped))
+            if response.ok or refused is None:
                 break
+            feature, named = refused
             dropped.add(feature)
-            if refusal == "named":
+            if named:
                 self._refused(feature)
         for feature in dropped if response.ok else ():
             self._refused(feature)
@@ -168,38 +181,49 @@ class OpenAIBackend:
             self.notes.append(FALLBACKS[feature])
 
     async def _post(self, http, gate, make_body: Callable[[], dict[str, Any]]
-                    ) -> tuple[Response, str | None, dict[str, Any]]:
-        """The response to a body (made once a connection is free), retried as the module says;
-        whether the server refused the body itself ("named": its error names an optional feature
-        of the body, "status": a status that is not retried; None otherwise); and the body."""
+                    ) -> tuple[Response, tuple[str, bool] | None]:
+        """The response to a body (made once a connection is free), retried as the module says, and
+        the optional feature of the body to drop when the server refused the body itself, with
+        whether its error named that feature (None when it did not refuse it)."""
         import httpx
 
-        problem, body = "", {}
+        problem, timeouts = "", 0
         for attempt in range(self.retries + 1):
             wait = None
             async with gate:
                 body = make_body()
+                endpoint = "completions" if "prompt" in body else "chat/completions"
                 try:
-                    endpoint = "completions" if "prompt" in body else "chat/completions"
-                    reply = await http.post(f"{self.url}/{endpoint}", json=body, headers=self._headers())
-                except httpx.TimeoutException:
-                    problem = f"timeout after {self.timeout:g}s"
-                except httpx.TransportError as exc:
-                    problem = f"connection error ({type(exc).__name__})"
+                    reply = await asyncio.wait_for(
+                        http.post(f"{self.url}/{endpoint}", json=body, headers=self._headers()), self.timeout)
+                except (httpx.TimeoutException, TimeoutError):
+                    problem, timeouts = f"timeout after {self.timeout:g}s", timeouts + 1
+                    if timeouts == min(2, self.retries + 1) and not self.answered:
+                        raise DataflowError(f"{self.where} answered no request within {self.timeout:g} s "
+                                            f"({timeouts} attempt(s)); "
+                                            f"check that it is serving, or allow longer with ?timeout=SECONDS in "
+                                            f"the model spec") from None
+                except httpx.HTTPError as exc:  # the connection failed, or the body could not be read
+                    problem = f"connection error ({type(exc).__name__}: {exc})"
                 else:
+                    self.answered = True
                     status = reply.status_code
                     if status == 200:
                         try:
-                            return _parse(reply.json()), None, body
+                            return _parse(reply.json()), None
+                        except NoText as exc:
+                            return Response(error=self._scrub(str(exc))), None
                         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
                             problem = f"malformed response body ({type(exc).__name__}: {exc}): {reply.text[:200]!r}"
                     else:
-                        problem = f"HTTP {status}: {reply.text[:300]}"
-                        feature = _optional_feature(body)
-                        if feature is not None and _feature_key(feature) in reply.text:
-                            return Response(error=self._scrub(problem)), "named", body
+                        problem = self._scrub(f"HTTP {status}: {reply.text[:300]}")
+                        features = _optional_features(body)
+                        named = next((f for f in features if _feature_key(f) in reply.text), None)
+                        if named is not None:
+                            return Response(error=problem), (named, True)
+                        self._fail_on_permanent(status, reply.text, endpoint)
                         if status not in RETRIED_STATUS:
-                            return Response(error=self._scrub(problem)), "status", body
+                            return Response(error=problem), (features[0], False) if features else None
                         wait = retry_after(reply.headers.get("retry-after"))
             if attempt == self.retries:
                 break
@@ -208,18 +232,43 @@ class OpenAIBackend:
             else:
                 wait += random.uniform(0, 0.1 * wait + 0.05)
             await asyncio.sleep(wait)
-        return Response(error=self._scrub(f"{problem} (gave up after {self.retries + 1} attempts)")), None, body
+        return Response(error=self._scrub(f"{problem} (gave up after {self.retries + 1} attempts)")), None
+
+    def _fail_on_permanent(self, status: int, text: str, endpoint: str) -> None:
+        """Fail the node on a refusal that no request of this build can get past."""
+        excerpt = self._scrub(text[:200])
+        if status in (401, 403):
+            raise DataflowError(f"{self.where} refused the API key (HTTP {status}: {excerpt}); set ${self.key_env} "
+                                f"to a valid key")
+        if status == 404:
+            raise DataflowError(f"{self.where} has no {endpoint} for model '{self.model}' (HTTP 404: {excerpt}); "
+                                f"check the URL (OpenAI-compatible servers answer under /v1, e.g. "
+                                f"openai:http://127.0.0.1:8000/v1#MODEL) and the #MODEL part of the spec")
+        if status == 429 and ("insufficient_quota" in text or "exceeded your current quota" in text):
+            raise DataflowError(f"{self.where} says the account is out of quota (HTTP {status}: {excerpt}); "
+                                f"add credit or use another key")
 
 
-def _optional_feature(body: dict[str, Any]) -> str | None:
-    """The feature of ``body`` to drop first if the server refuses it."""
-    if "response_format" in body:
-        return body["response_format"]["type"]
-    return "logprobs" if "logprobs" in body else None
+class NoText(ValueError):
+    """A reply whose message has no text (a refusal, a tool call): failed, not retried."""
+
+
+def _optional_features(body: dict[str, Any]) -> list[str]:
+    """The features of ``body`` the server may refuse, in the order they are dropped."""
+    return ([body["response_format"]["type"]] if "response_format" in body else []) + \
+        (["logprobs"] if "logprobs" in body else [])
 
 
 def _feature_key(feature: str) -> str:
     return "logprobs" if feature == "logprobs" else "response_format"
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def retry_after(value: str | None) -> float | None:
@@ -242,12 +291,17 @@ def _parse(data: dict) -> Response:
         raise ValueError("no choices")
     completions = []
     for choice in choices:
-        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice["text"]
+        if text is None and isinstance(message, dict):
+            said = message.get("refusal") or ("a tool call" if message.get("tool_calls") else "nothing")
+            raise NoText(f"the model's reply has no text (finish_reason {choice.get('finish_reason')!r}): "
+                         f"{str(said)[:200]}")
         if not isinstance(text, str):
             raise TypeError(f"message.content is {type(text).__name__}, not a string")
         tokens, top = _logprobs(choice.get("logprobs"))
-        completions.append(Completion(text, "length" if choice.get("finish_reason") == "length" else "stop",
-                                      tokens=tokens, top_logprobs=top))
+        cut = choice.get("finish_reason") in ("length", "content_filter")
+        completions.append(Completion(text, "length" if cut else "stop", tokens=tokens, top_logprobs=top))
     usage = data.get("usage") or {}
     if len(completions) == 1 and usage.get("completion_tokens") is not None:
         completions[0].tokens_out = usage["completion_tokens"]
@@ -277,6 +331,9 @@ def _problems(spec: ModelSpec) -> list[str]:
     env = spec.options.get("api_key_env")
     if env and not os.environ.get(env):
         return [f"model spec {spec.text!r}: the API key variable ${env} is not set; export it"]
+    if not os.environ.get(env or "OPENAI_API_KEY", "").isascii():
+        return [f"model spec {spec.text!r}: the API key in ${env or 'OPENAI_API_KEY'} has characters that are not "
+                f"ASCII (a quote pasted with it?); export the key alone"]
     return []
 
 
