@@ -142,6 +142,9 @@ def test_model_identity_template_and_sampling_change_the_fingerprint_but_runtime
     assert fingerprint(Generate("{q}", model="fake:m", seed=1)) != base
 
 
+SERVER = "openai:http://127.0.0.1:9/v1#m"  # a spec that is never asked: compiling checks it
+
+
 def test_bad_specs_and_templates_fail_at_compile_time_without_loading_a_model(builder, tmp_path):
     cases = [
         (Generate("{question}", model="fake:m"), "column 'question' not found"),
@@ -152,6 +155,8 @@ def test_bad_specs_and_templates_fail_at_compile_time_without_loading_a_model(bu
         (Generate("{q}", model="local?dtype=int8"), "option dtype='int8' must be one of auto, float32"),
         (Generate("{q}", model="local?threads=two"), "option threads='two' must be a whole number of at least 1"),
         (Generate("{q}", model="local?batch_size=0"), "option batch_size='0' must be a whole number of at least 1"),
+        (Generate("{q}", model=f"{SERVER}?timeout=0"), "option timeout='0' must be a number above 0"),
+        (Generate("{q}", model=f"{SERVER}?backoff=-1"), "option backoff='-1' must be a number of at least 0"),
         (Generate("{}", model="fake:m"), "named fields"),
         (Generate("{{ q ", model="fake:m"), "does not parse"),
         (Generate("{q}", model="fake:m", temperature=-1.0), "temperature must be between 0 and 5"),

@@ -7,6 +7,7 @@ exactly as a test double does. Checking a spec never loads a model; :func:`model
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
@@ -17,7 +18,8 @@ from dataflow.llm.types import Request, Response
 
 COUNTS = frozenset({"threads", "batch_size", "chunk", "context", "concurrency", "tensor_parallel_size"})
 WHOLE_NUMBERS = frozenset({"retries", "n", "max_model_len"})
-NUMBERS = frozenset({"timeout", "backoff", "gpu_memory_utilization"})
+NUMBERS = frozenset({"backoff"})
+POSITIVE_NUMBERS = frozenset({"timeout", "gpu_memory_utilization"})
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -88,13 +90,14 @@ def _value_problem(name: str, value: str) -> str | None:
         return f"must be a whole number of at least 1, e.g. {name}=2"
     if name in WHOLE_NUMBERS and not value.isdigit():
         return f"must be a whole number, e.g. {name}=2"
-    if name in NUMBERS:
+    if name in NUMBERS | POSITIVE_NUMBERS:
         try:
-            if float(value) >= 0:
-                return None
+            number = float(value)
         except ValueError:
-            pass
-        return f"must be a number of at least 0, e.g. {name}=1.5"
+            number = math.nan
+        if number > 0 or (number == 0 and name in NUMBERS):
+            return None
+        return f"must be a number {'of at least 0' if name in NUMBERS else 'above 0'}, e.g. {name}=1.5"
     if name == "dtype" and value not in DTYPES:
         return f"must be one of {', '.join(DTYPES)} (weights are not quantized by an option)"
     return None
