@@ -203,3 +203,23 @@ def test_a_plain_file_is_read_by_polars_as_the_two_passes_would(tmp_path, seed):
     assert rejects == [] and not list(scratch.iterdir())  # no part written: polars read the file itself
     frame = frame.collect()
     assert sorted(frame.columns) == sorted(expected.columns) and frame.select(expected.columns).equals(expected)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "bad checksum"])
+def test_a_damaged_gzip_file_is_an_error_naming_it(builder, tmp_path, damage):
+    data = gzip.compress(b"".join(b'{"n": %d, "text": "line %d"}\n' % (i, i * 7919) for i in range(20_000)))
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(data[:len(data) * 9 // 10] if damage == "cut short" else data[:-8] + bytes(8))
+    with pytest.raises(DataflowError, match=f"{path}: the gzip data is damaged or cut short"):
+        build(builder, path, on_error="reject")
+
+
+def test_rows_with_an_integer_past_64_bits_are_named_or_rejected(builder):
+    p = Pipeline("big")
+    p.output("out", p.from_rows([{"a": 1}, {"a": 2**70}], name="rows"))
+    with pytest.raises(DataflowError, match="from_rows row 2: field 'a' holds an integer past 64 bits"):
+        builder.build(p)
+    records = [(1, {"a": 1, "b": [0]}), (2, {"a": 2, "b": [2**70]})]
+    frame, rejects = jsonl.records_to_frame(records, "rows.json", "record", "reject", "rows")
+    assert frame["a"].to_list() == [1] and [r["reason"] for r in rejects] == ["integer_too_large"]
+    assert "field 'b' holds an integer past 64 bits" in rejects[0]["detail"]

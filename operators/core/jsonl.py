@@ -31,10 +31,12 @@ import json
 import multiprocessing
 import re
 import sys
+import zlib
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -61,12 +63,33 @@ INT64 = range(-(1 << 63), 1 << 63)
 COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstandard", b"PK\x03\x04": "zip"}
 
 
+class _Gzip(gzip.GzipFile):
+    """A gzip file whose damage (cut short, a bad checksum) is an error naming the file."""
+
+    def read(self, size: int = -1) -> bytes:
+        with _gzip_damage(self.name):
+            return super().read(size)
+
+    def readline(self, size: int = -1) -> bytes:
+        with _gzip_damage(self.name):
+            return super().readline(size)
+
+
+@contextmanager
+def _gzip_damage(name: str) -> Iterator[None]:
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataflowError(f"{name}: the gzip data is damaged or cut short ({exc}); download or compress the "
+                            f"file again") from None
+
+
 def open_lines(path: Path):
     """A file's bytes: gzip-compressed files decompressed, a UTF-8 byte-order mark left out."""
     with open(path, "rb") as fh:
         start = fh.read(4)
     if start[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
+        return _Gzip(path, "rb")
     fh = open(path, "rb")
     fh.seek(3 if start[:3] == b"\xef\xbb\xbf" else 0)
     return fh
@@ -186,9 +209,15 @@ def records_to_frame(records: list[tuple[int, dict]], where: str, unit: str, on_
     survey = KindSurvey()
     survey.add([n for n, _ in records], [r for _, r in records])
     usual = survey.usual_kinds(where, unit, on_error)
-    bad = {n: why for n, r in records if usual and (why := mismatch(r, usual, unit))}
+    bad = {n: ("type_mismatch", why) for n, r in records if usual and (why := mismatch(r, usual, unit))}
+    for n, r in records:
+        if n not in bad and (key := _long_integer(r)) is not None:
+            why = f"field '{key}' holds an integer past 64 bits; give it as a string (or a float)"
+            if on_error == "raise":
+                raise DataflowError(f"{where} {unit} {n}: {why}")
+            bad[n] = ("integer_too_large", why)
     kept = [(n, r) for n, r in records if n not in bad]
-    rejects = [{"id": f"{node}-{n}", "reason": "type_mismatch", "detail": m} for n, m in bad.items()]
+    rejects = [{"id": f"{node}-{n}", "reason": reason, "detail": m} for n, (reason, m) in bad.items()]
     try:
         frame = pl.DataFrame([r for _, r in kept], infer_schema_length=None)
     except Exception as exc:
