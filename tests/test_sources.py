@@ -83,6 +83,15 @@ def test_csv_value_that_does_not_fit_its_column_names_row_and_column(builder, tm
     assert out.height == 12_002
 
 
+def test_blank_csv_lines_are_no_rows_and_a_one_column_file_keeps_its_empty_values(builder, tmp_path):
+    (tmp_path / "d.csv").write_text('n,text\n1,a\n\n2,"two\n\nlines"\n,\n3,c\n\n')
+    out = build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s"))
+    assert out.rows() == [("s-1", 1, "a"), ("s-3", 2, "two\n\nlines"), ("s-4", None, None), ("s-5", 3, "c")]
+    (tmp_path / "one.csv").write_text("text\na\n\nb\n")
+    out = build_one(builder, lambda p: p.read_csv(tmp_path / "one.csv", name="s"))
+    assert out["text"].to_list() == ["a", None, "b"]
+
+
 def test_csv_that_is_not_utf8_names_the_line(builder, tmp_path):
     (tmp_path / "d.csv").write_bytes(b"n,text\n1,a\n2,caf\xe9\n")
     with pytest.raises(DataflowError, match=r"d.csv line 3: not valid UTF-8"):

@@ -157,7 +157,8 @@ class ReadCsv(FileSource):
     ``CSV_TYPE_ROWS`` rows, or every column is text with ``infer_types=False``. Before the data is
     read, one pass checks the file's shape: a row with more or fewer fields than the header, a
     quoted field that never ends, a repeated column name or a line that is not UTF-8 is an error
-    naming the line."""
+    naming the line. A blank line in a file of two or more columns is left out (counted in the
+    ``blank_lines`` metric); the other rows keep the ids they would have with it."""
 
     separator: str = ","
     infer_types: bool = True
@@ -173,14 +174,19 @@ class ReadCsv(FileSource):
             raise ValueError(f"{self.path}: cannot read as CSV ({str(exc).splitlines()[0]})") from exc
 
     def apply(self, ctx: Context) -> Result:
-        if problem := csv_shape_problem(Path(self.path), self.separator):
+        problem, blank = csv_shape(Path(self.path), self.separator)
+        if problem:
             raise DataflowError(f"{self.path} {problem}")
         scan = self._scan(self.infer_types)
         try:  # one streaming pass that parses every field, so a bad value fails here, named
             scan.select(pl.all().null_count()).collect(engine="streaming")
         except pl.exceptions.PolarsError as exc:
             raise DataflowError(self._explain(exc)) from exc
-        return Result(with_ids(scan, ctx.node, str(self.path)))
+        if not blank:
+            return Result(with_ids(scan, ctx.node, str(self.path)))
+        ctx.record("blank_lines", len(blank))  # polars reads each as a row of nulls
+        rows = scan.with_row_index(NUMBER, offset=1).filter(~pl.col(NUMBER).is_in(blank))
+        return Result(with_ids(rows, ctx.node, str(self.path), pl.col(NUMBER)).drop(NUMBER))
 
     def _explain(self, error: pl.exceptions.PolarsError) -> str:
         """Name the first line that is not UTF-8, or row whose value does not fit its column's type;
@@ -206,29 +212,32 @@ class ReadCsv(FileSource):
         return reason
 
 
-def csv_shape_problem(path: Path, separator: str) -> str | None:
-    """Where a CSV file is not a table: the line and what is wrong there, or None."""
-    start = 1  # where the record being read starts
+def csv_shape(path: Path, separator: str) -> tuple[str | None, list[int]]:
+    """Where a CSV file is not a table (the line and what is wrong there, or None), and the numbers
+    of the rows that are blank lines in a file of two or more columns."""
+    start, blank = 1, []  # where the record being read starts
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh, delimiter=separator, strict=True)
             header = next(reader, None)
             if not header:
-                return "line 1: no header row (the file is empty)"
+                return "line 1: no header row (the file is empty)", []
             repeated = sorted({name for name in header if header.count(name) > 1})
             if repeated:
-                return f"line 1: the header repeats column name(s) {repeated}; give every column its own name"
+                return f"line 1: the header repeats column name(s) {repeated}; give every column its own name", []
             start = reader.line_num + 1
-            for record in reader:
+            for row, record in enumerate(reader, 1):
                 if record and len(record) != len(header):
                     return (f"line {reader.line_num}: {len(record)} field(s), but the header has {len(header)}; "
-                            f"fix the row (a separator inside a value needs quotes)")
+                            f"fix the row (a separator inside a value needs quotes)"), []
+                if not record and len(header) > 1:
+                    blank.append(row)
                 start = reader.line_num + 1
     except csv.Error as exc:
-        return f"line {start}: {exc} (a quoted field that starts here may never end)"
+        return f"line {start}: {exc} (a quoted field that starts here may never end)", []
     except UnicodeDecodeError:
-        return f"line {first_line_not_utf8(path)}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv)."
-    return None
+        return f"line {first_line_not_utf8(path)}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv).", []
+    return None, blank
 
 
 def first_line_not_utf8(path: Path) -> int | None:
