@@ -94,11 +94,12 @@ def rounding(gold_parsed):
 def check(gold, response):
     if not isinstance(response, str) or not response.strip():
         return 0.0, "empty response"
-    gold_parsed = parse(gold_text(gold), parsing_timeout=None)
+    written = gold_text(gold)
+    gold_parsed = parse(written, parsing_timeout=None)
     if not gold_parsed:
         return 0.0, f"gold answer {str(gold)[:40]!r} does not parse"
     several = type(gold_parsed[0]).__name__ in ("FiniteSet", "Interval", "Union", "Tuple", "list", "tuple")
-    hedged = None if several else hedge(response, RELATION.search(gold_text(gold)) is not None)
+    hedged = None if several else hedge(response, RELATION.search(written) is not None)
     if hedged:
         return 0.0, hedged
     predicted = parse(response, parsing_timeout=None)
