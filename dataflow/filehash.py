@@ -1,4 +1,5 @@
-"""Content hashes of input files, remembered so an unchanged file is read once, not at every build.
+"""Content hashes of input files, remembered so an unchanged file is read once, not at every build;
+and facts found by reading a file (a JSONL file's schema), remembered under its content hash.
 
 A hash is remembered under the file's path and, for it (or every file under a directory), the
 name, size, inode, modification and change times. Writing a file always moves its change time,
@@ -51,14 +52,26 @@ def _remember(signature: str, value: str) -> None:
     _execute("insert or replace into digests values (?, ?)", signature, value)
 
 
-def _execute(sql: str, *args: str) -> tuple | None:
-    """Run one statement on the digest table; without a writable cache directory, do nothing."""
+def remembered_fact(digest: str, kind: str) -> bytes | None:
+    """What was found of kind ``kind`` in the file of content hash ``digest``, if remembered."""
+    row = _execute("select value from facts where digest = ? and kind = ?", digest, kind)
+    return row[0] if row else None
+
+
+def remember_fact(digest: str, kind: str, value: bytes) -> None:
+    _execute("insert or replace into facts values (?, ?, ?)", digest, kind, value)
+
+
+def _execute(sql: str, *args: str | bytes) -> tuple | None:
+    """Run one statement on the cache's tables; without a writable cache directory, do nothing."""
     try:
         path = user_cache_dir() / "file_digests.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=10, isolation_level=None)
         try:
             db.execute("create table if not exists digests (signature text primary key, digest text not null)")
+            db.execute("create table if not exists facts (digest text, kind text, value blob not null, "
+                       "primary key (digest, kind))")
             return db.execute(sql, args).fetchone()
         finally:
             db.close()

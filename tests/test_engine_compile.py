@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+
+import json
 
 import duckdb
 import polars as pl
@@ -78,19 +79,28 @@ def test_missing_source_file_and_duplicate_node_names(tmp_path):
     assert "node name 'raw' is used twice" in text
 
 
-def test_compile_is_fast_and_reads_no_data(tmp_path):
+def test_compile_reads_a_jsonl_file_once_and_the_build_reuses_that_pass(tmp_path, builder, monkeypatch):
+    from dataflow.operators.core import jsonl
+
     big = tmp_path / "big.jsonl"
-    big.write_text('{"text": "x"}\n' * 200_000)
+    unique = json.dumps({"text": str(tmp_path)})  # content no earlier run remembered
+    big.write_text(unique + '\n' + '{"text": "x"}\n' * 200_000 + '{"text": "y", "late": 1}\n')
     p = Pipeline("fast")
     src = p.read_jsonl(big, name="src")
     node = src
     for i in range(20):
         node = node.filter(pl.col("text") != str(i), name=f"f{i}")
-    p.output("o", node)
-    started = time.perf_counter()
-    compiled = p.compile()
-    assert len(compiled.order) == 21
-    assert time.perf_counter() - started < 5  # generous bound: it reads the first lines only
+    p.output("o", node.select("id", "late", name="late"))
+    passes = []
+    survey = jsonl.survey_jsonl
+    monkeypatch.setattr(jsonl, "survey_jsonl", lambda *args, **kw: passes.append(args) or survey(*args, **kw))
+    assert len(p.compile().order) == 22
+    builder.build(p)
+    assert len(passes) == 1  # compile and build shared one pass over the file
+    assert builder.output("o")["late"].to_list()[-1] == 1
+    jsonl._KEPT.surveys.clear()  # a new process: the schema is remembered under the file's content hash
+    p.compile()
+    assert len(passes) == 1
 
 
 def test_a_pipeline_needs_an_output():

@@ -223,3 +223,59 @@ def test_rows_with_an_integer_past_64_bits_are_named_or_rejected(builder):
     frame, rejects = jsonl.records_to_frame(records, "rows.json", "record", "reject", "rows")
     assert frame["a"].to_list() == [1] and [r["reason"] for r in rejects] == ["integer_too_large"]
     assert "field 'b' holds an integer past 64 bits" in rejects[0]["detail"]
+
+
+def test_a_field_first_seen_late_or_null_at_first_is_in_the_compile_time_schema(builder, tmp_path):
+    path = tmp_path / "late.jsonl"
+    rows = [{"text": f"row {i}", "score": None if i <= 1200 else i / 10} | ({"system": "be brief"} if i > 1200 else {})
+            for i in range(1, 1501)]
+    path.write_text("{bad\n" * 1100 + "".join(json.dumps(r) + "\n" for r in rows))  # bad lines first, rejected
+    p = Pipeline("late")
+    src = p.read_jsonl(path, name="s", on_error="reject")
+    p.output("o", src.filter(pl.col("score") > 125).select("id", "system", "score", name="sel"))
+    assert dict(p.compile().nodes["s"].schema) == {"id": pl.String, "text": pl.String, "score": pl.Float64,
+                                                   "system": pl.String}
+    builder.build(p)
+    assert builder.output("o").rows()[0] == ("s-2351", "be brief", 125.1)
+    assert builder.rejects("s").height == 1100
+
+
+def random_value(rng: random.Random, kind: str):
+    return {"s": lambda: rng.choice(["a", "bb", "c c"]), "i": lambda: rng.randint(-5, 10**6), "f": rng.random,
+            "b": lambda: rng.random() < 0.5, "l": lambda: [rng.randint(0, 9) for _ in range(rng.randint(0, 3))],
+            "d": lambda: {"x": rng.randint(0, 3)} | ({"y": "z"} if rng.random() < 0.5 else {}),
+            "n": lambda: None}[kind]()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_compile_time_schema_is_the_schema_the_build_reads(tmp_path, monkeypatch, seed):
+    """Fields of every kind, each from a random line on, null or of another kind now and then, among bad and blank
+    lines: the schema a pipeline compiles against has the columns of the build's frame, the same scalar types
+    and the same kinds of nested type (a struct's fields and a list's items come from a sample of lines)."""
+    monkeypatch.setenv("DATAFLOW_CACHE_DIR", str(tmp_path / "cache"))  # nothing remembered from other runs
+    rng = random.Random(seed)
+    monkeypatch.setattr(jsonl, "SCHEMA_SAMPLE_LINES", rng.choice([5, 20, 1000]))
+    monkeypatch.setattr(jsonl, "CHUNK_BYTES", rng.choice([200, 1 << 20]))
+    n = rng.choice([5, 50, 400])
+    fields = {f"k{j}": (rng.choice("sifbld"), rng.choice([1, 2, n // 2, n - 1]), rng.random()) for j in range(5)}
+    lines = []
+    for _ in range(n):
+        record = {key: random_value(rng, kind if rng.random() > 0.2 else rng.choice("nsf"))
+                  for key, (kind, start, share) in fields.items() if len(lines) + 1 >= start and rng.random() < share}
+        lines.append(rng.choice(["{bad", "", "[1]"]) if rng.random() < 0.03 else json.dumps(record))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        schema = jsonl.file_schema(path, "f")
+    except DataflowError as exc:
+        assert "no valid JSON object" in str(exc) or "is empty" in str(exc)
+        return
+    jsonl._KEPT.surveys.clear()
+    frame, _ = jsonl.read_jsonl(path, "f", "reject", "s", tmp_path)
+    built = frame.collect().drop(jsonl.NUMBER).schema
+    assert sorted(schema) == sorted(built)
+    for column, dtype in built.items():
+        if isinstance(dtype, pl.Struct):
+            assert {f.name for f in schema[column].fields} <= {f.name for f in dtype.fields}
+        else:
+            assert isinstance(schema[column], pl.List) if isinstance(dtype, pl.List) else schema[column] == dtype

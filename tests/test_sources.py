@@ -98,12 +98,17 @@ def test_csv_that_is_not_utf8_names_the_line(builder, tmp_path):
         build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s"))
 
 
-def test_empty_file_is_a_compile_error(tmp_path):
+@pytest.mark.parametrize("text, message", [("", "is empty: it holds no JSON lines"),
+                                           ("\n  \n", "is empty: it holds no JSON lines"),
+                                           ("{bad\n[1]\n", "no valid JSON object on any line: all 2 non-blank lines "
+                                                            "are bad \\(line 1: ")])
+@pytest.mark.parametrize("on_error", ["raise", "reject"])
+def test_a_jsonl_file_without_a_good_line_is_a_compile_error(tmp_path, text, message, on_error):
     path = tmp_path / "empty.jsonl"
-    path.write_text("")
+    path.write_text(text)
     p = Pipeline("empty")
-    p.output("o", p.read_jsonl(path, name="s"))
-    with pytest.raises(DataflowError, match="has no valid JSON records"):
+    p.output("o", p.read_jsonl(path, name="s", on_error=on_error))
+    with pytest.raises(DataflowError, match=message):
         p.compile()
 
 

@@ -21,10 +21,16 @@ The first pass also rules out what polars would read differently or not at all: 
 64 bits, a lone surrogate escape (both bad lines), and repeated keys in an object (such a line is
 read by Python's json, so the last value wins in both passes, as in every JSON parser here). A
 gzip-compressed file is read as it is; a byte-order mark at the start is left out.
+
+The schema a pipeline compiles against comes from the first pass over the whole file (so a field first
+seen late, or null in the first lines, is there), nested types from the lines polars reads for them;
+it is remembered under the file's content hash, and the build reuses the pass made for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gzip
 import io
 import json
@@ -47,6 +53,7 @@ import orjson
 import polars as pl
 
 from dataflow.errors import DataflowError
+from dataflow.filehash import file_digest, remember_fact, remembered_fact
 
 BAD_LINE_HINT = "fix the line, or read with on_error='reject' to send bad lines to rejects and go on"
 CHUNK_BYTES = 4 << 20  # JSON text handed to polars at once (its nested-type inference takes ~20x that)
@@ -60,6 +67,8 @@ DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")  # finds LONG_DIGIT
 LONG_ZEROS = b"0" * 19
 BLANK_INSIDE = re.compile(rb"\n[ \t\r]*\n")  # a blank line after the first (a literal first: fast to search)
 INT64 = range(-(1 << 63), 1 << 63)
+SCHEMA_SAMPLE_LINES = 1000  # good lines polars reads for the nested types of the compile-time schema
+SCHEMA_FACT = "jsonl-schema-1"  # the name a file's schema is remembered under (a new way to find it: a new name)
 COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstandard", b"PK\x03\x04": "zip"}
 
 
@@ -104,7 +113,11 @@ def compression_problem(path: Path) -> str | None:
 
 
 def json_kind(value: Any) -> str:
-    return KINDS.get(type(value)) or type(value).__name__
+    return json_kind_of(type(value))
+
+
+def json_kind_of(kind: type) -> str:
+    return KINDS.get(kind) or kind.__name__
 
 
 class KindSurvey:
@@ -145,7 +158,7 @@ class KindSurvey:
         for (keys, types), (records, number) in self.shapes.items():
             for key, kind in zip(keys, types):
                 if kind is not type(None):
-                    name = KINDS.get(kind) or kind.__name__
+                    name = json_kind_of(kind)
                     by_kind = counts.setdefault(key, {})
                     by_kind[name] = by_kind.get(name, 0) + records
                     first[key, name] = min(first.get((key, name), number), number)
@@ -369,9 +382,13 @@ def _survey_lines(survey: Survey, lines: Iterable[tuple[int, bytes]], where: str
                 survey.lenient.add(number)
             continue
         if on_error == "raise":
-            raise DataflowError(f"{where} line {number}: {problem[1]} ({problem[0]}); {BAD_LINE_HINT}")
+            raise _bad_line(where, number, problem)
         survey.problems[number] = problem
     survey.kinds.add([n for n, _ in good], [v for _, v in good])
+
+
+def _bad_line(where: str, number: int, problem: tuple[str, str]) -> DataflowError:
+    return DataflowError(f"{where} line {number}: {problem[1]} ({problem[0]}); {BAD_LINE_HINT}")
 
 
 def _polars_problem(value: dict, raw: bytes, lenient: bool) -> tuple[str, str] | None:
@@ -553,7 +570,9 @@ def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
     """The good lines of a JSONL file, and the rejects (with ``on_error='reject'``) of the others.
     A file the first pass finds plain is scanned by polars as it is; the good lines of any other
     are written as Parquet parts under ``scratch`` and scanned."""
-    survey = survey_jsonl(path, where, on_error)
+    survey = surveyed(path, where, on_error)
+    if on_error == "raise" and survey.problems:
+        raise _bad_line(where, min(survey.problems), survey.problems[min(survey.problems)])
     if (schema := plain_schema(path, where, on_error, survey)) is not None:
         return pl.scan_ndjson(path, schema=schema).with_row_index(NUMBER, offset=1) \
             .with_columns(pl.col(NUMBER).cast(pl.Int64)), []
@@ -577,3 +596,93 @@ def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
     if not parts:
         return pl.LazyFrame(schema={NUMBER: pl.Int64}), rejects
     return pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed"), rejects
+
+
+def surveyed(path: Path, where: str, on_error: str = "reject") -> Survey:
+    """The first pass over the file, made once per content of the file in a process: the compile-time
+    schema and the build share it. A pass made with ``on_error='raise'`` stops at the first bad line,
+    so it is not kept (a kept one, which goes on, serves both modes)."""
+    version = (str(path.resolve()), file_digest(path))
+    survey = _KEPT.surveys.get(version)
+    if survey is None:
+        survey = survey_jsonl(path, where, on_error)
+        if on_error != "raise":
+            _KEPT.keep(version, survey)
+    return survey
+
+
+class KeptSurveys:
+    """The last few first passes of this process, by file and content (an object, not a dict, so that
+    operator fingerprints, which count a module's dicts as constants, do not see it change)."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.surveys = most, {}
+
+    def keep(self, version: tuple, survey: Survey) -> None:
+        self.surveys[version] = survey
+        while len(self.surveys) > self.most:
+            self.surveys.pop(next(iter(self.surveys)))
+
+
+_KEPT = KeptSurveys(4)
+
+
+def file_schema(path: Path, where: str) -> pl.Schema:
+    """The columns of the file's good lines and their types, as the build reads them: each field's kind
+    over every line; a nested type as polars reads it from a sample of the lines holding it (a struct
+    field or list item type first seen past the sample is missing from it). Remembered under the
+    file's content hash."""
+    digest = file_digest(path)
+    if (known := remembered_fact(digest, SCHEMA_FACT)) is not None:
+        return pl.read_ipc(io.BytesIO(known)).schema
+    schema = _schema_of(path, where, surveyed(path, where))
+    stored = io.BytesIO()
+    pl.DataFrame(schema=schema).write_ipc(stored)
+    remember_fact(digest, SCHEMA_FACT, stored.getvalue())
+    return schema
+
+
+def _schema_of(path: Path, where: str, survey: Survey) -> pl.Schema:
+    if not survey.kinds.shapes:
+        if survey.problems:
+            first = min(survey.problems)
+            raise DataflowError(f"{where} has no valid JSON object on any line: all {len(survey.problems)} "
+                                f"non-blank lines are bad (line {first}: {survey.problems[first][1]})")
+        raise DataflowError(f"{where} is empty: it holds no JSON lines")
+    usual = survey.kinds.usual_kinds(where, "line", "reject")
+    held: dict[str, dict[type, int]] = {}  # field -> its kinds in the lines kept -> the first line of each
+    for (keys, types), (_, first) in sorted(survey.kinds.shapes.items(), key=lambda shape: shape[1][1]):
+        fields = [(key, kind) for key, kind in zip(keys, types) if kind is not type(None)]
+        if any(json_kind_of(kind) != usual.get(key, json_kind_of(kind)) for key, kind in fields):
+            continue  # the build leaves such lines out
+        for key in keys:
+            held.setdefault(key, {})
+        for key, kind in fields:
+            held[key][kind] = min(held[key].get(kind, first), first)
+    nested = {key: min(kinds.values()) for key, kinds in held.items() if kinds and not set(kinds) <= set(SCALARS)}
+    read = _nested_types(path, where, survey, nested) if nested else {}
+    schema = {}
+    for key, kinds in held.items():
+        if key in nested:
+            schema[key] = read.get(key, pl.Null)
+        elif set(kinds) == {int, float}:
+            schema[key] = pl.Float64
+        else:
+            schema[key] = SCALARS[next(iter(kinds))] if kinds else pl.Null
+    return pl.Schema(schema)
+
+
+def _nested_types(path: Path, where: str, survey: Survey, first_lines: dict[str, int]) -> pl.Schema:
+    """Polars' types of nested fields, read from the first SCHEMA_SAMPLE_LINES lines of the file and of
+    the SCHEMA_SAMPLE_LINES lines from where each field first holds a value (``first_lines``), leaving
+    out the lines the build does (bad lines, and those holding a field in another kind than most)."""
+    starts = sorted({1, *first_lines.values()})
+    usual = survey.kinds.usual_kinds(where, "line", "reject")
+
+    def sampled(number: int, raw: bytes) -> bool:
+        start = starts[bisect_right(starts, number) - 1]
+        return number < start + SCHEMA_SAMPLE_LINES and mismatch(load_line(raw), usual, "line") is None
+
+    upto = dataclasses.replace(survey, stop=starts[-1] + SCHEMA_SAMPLE_LINES - 1)
+    frames = list(jsonl_chunks(path, where, upto, sampled))
+    return pl.concat(frames, how="diagonal_relaxed").schema if frames else pl.Schema()

@@ -18,20 +18,20 @@ import polars as pl
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
 from dataflow.operator import Context, Kind, Operator, Result, identity_field, on_error_problems, rejects_frame
-from dataflow.operators.core.jsonl import NUMBER, compression_problem, good_lines, read_jsonl, records_to_frame
+from dataflow.operators.core.jsonl import NUMBER, compression_problem, file_schema, read_jsonl, records_to_frame
 
-SCHEMA_SAMPLE_LINES = 1000
 CSV_TYPE_ROWS = 10_000
 
 
 class Source(Operator):
-    """Base of the source operators: no inputs, a schema known without reading all the data."""
+    """Base of the source operators: no inputs, a schema known before the build (from metadata, the first
+    records, or, for JSONL, a pass over the file that the build reuses)."""
 
     kind = Kind.SOURCE
     inputs_count = 0
 
     def peek_schema(self) -> pl.Schema:
-        """Schema of the rows (without ``id``), read from metadata or the first records."""
+        """Schema of the rows (without ``id``)."""
         raise NotImplementedError
 
     def output_schema(self) -> pl.Schema:
@@ -96,11 +96,7 @@ class ReadJsonl(FileSource):
         return problems
 
     def peek_schema(self) -> pl.Schema:
-        chunks, _ = good_lines(Path(self.path), str(self.path), "reject", "", limit=SCHEMA_SAMPLE_LINES)
-        frames = list(chunks)
-        if not frames:
-            raise ValueError(f"{self.path} has no valid JSON records in its first lines")
-        return pl.concat(frames, how="diagonal_relaxed").drop(NUMBER).schema
+        return file_schema(Path(self.path), str(self.path))
 
     def apply(self, ctx: Context) -> Result:
         where = str(self.path)
