@@ -5,6 +5,7 @@ failed gate skipped has no view."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -82,6 +83,29 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     gates = pl.DataFrame([asdict(r) for r in manifest_gates(manifest)], schema=GATES_SCHEMA, strict=False)
     con.register("gates", gates.to_arrow())
     return con
+
+
+def case_notes(out: Path, wanted: Callable[[str], bool]) -> list[str]:
+    """A note for each ``wanted`` stored node or output of the latest build whose columns differ only in case:
+    DuckDB ignores case in names, so its views give such columns other names (``"A"`` in a query means ``a``)."""
+    out = Path(out)
+    if not (out / MANIFEST).exists():
+        return []
+    manifest = read_manifest(out)
+    files = {name: out / node["store"] / DATA for name, node in manifest["nodes"].items() if node["status"] != "skipped"}
+    files |= {name: out / name / DATA for name, spec in manifest["outputs"].items() if not spec.get("skipped")}
+    notes = []
+    for name, path in files.items():
+        if not wanted(name) or not path.exists():
+            continue
+        columns = list(pl.read_parquet_schema(path))
+        if len({c.lower() for c in columns}) == len(columns):
+            continue
+        named = [row[0] for row in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet({_literal(path)})").fetchall()]
+        renamed = ", ".join(f"{c} as {d}" for c, d in zip(columns, named) if c != d)
+        notes.append(f"note: '{name}' has columns whose names differ only in case; in queries {renamed} (DuckDB "
+                     f"ignores case in names). Rename one in the pipeline to keep its name.")
+    return notes
 
 
 def _nodes(nodes: dict[str, dict]) -> pl.DataFrame:

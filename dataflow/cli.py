@@ -151,14 +151,17 @@ def _version() -> str:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from dataflow.catalog import query
+    from dataflow.catalog import case_notes, query
 
-    print_frame(query(args.out, args.sql), args.format)
+    frame = query(args.out, args.sql)
+    for note in case_notes(args.out, lambda name: name.lower() in args.sql.lower()):
+        print(note, file=sys.stderr)
+    print_frame(frame, args.format)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from dataflow.catalog import connect
+    from dataflow.catalog import case_notes, connect
 
     if args.limit < 0:
         raise DataflowError(f"--limit {args.limit}: give how many rows to show, 0 or more")
@@ -174,6 +177,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise DataflowError(f"no node or output named '{args.name}'; there are: {', '.join(sorted(views))}")
     total = con.sql(f'SELECT count(*) FROM "{args.name}"').fetchall()[0][0]
     frame = con.sql(f'SELECT * FROM "{args.name}" LIMIT {int(args.limit)}').pl()
+    for note in case_notes(args.out, lambda name: name == args.name):
+        print(note, file=sys.stderr)
     print(f"{args.name}: {total:,} rows; columns: " + ", ".join(f"{c} ({t})" for c, t in frame.schema.items()))
     print_frame(frame, args.format)
     return 0

@@ -74,3 +74,21 @@ def test_every_reject_names_the_run_that_made_it(builder):
     second = builder.sql("select run_id from runs where run_id != ?".replace("?", f"'{first}'"))["run_id"][0]
     by_node = dict(builder.sql("select node, any_value(run_id) from rejects group by node").rows())
     assert by_node == {"near": first, "long": second}
+
+
+def test_columns_differing_only_in_case_are_named_as_duckdb_names_them(builder, capsys):
+    from dataflow.cli import main
+
+    p = Pipeline("case")
+    rows = p.from_rows([{"a": 1, "A": 2}, {"a": 3, "A": 4}], name="rows")
+    p.output("kept", rows.filter(pl.col("a") > 1, name="big"))
+    builder.build(p)
+    assert builder.sql('select * from rows order by id').rows() == [("rows-1", 1, 2), ("rows-2", 3, 4)]
+    assert builder.sql('select "A" from rows order by id').to_series().to_list() == [1, 3]  # DuckDB: "A" is a
+    assert main(["query", 'select "A_1" from rows order by id', "--out", str(builder.out), "--format", "csv"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.split() == ["A_1", "2", "4"]
+    assert printed.err == ("note: 'rows' has columns whose names differ only in case; in queries A as A_1 (DuckDB "
+                           "ignores case in names). Rename one in the pipeline to keep its name.\n")
+    assert main(["show", "kept", "--out", str(builder.out)]) == 0
+    assert "note: 'kept' has columns" in capsys.readouterr().err
