@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+
+def json_error(exc: json.JSONDecodeError) -> str:
+    """Python's json message with the column ("Unterminated string starting at column 9")."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+
 
 class DataflowError(Exception):
     """An error the user can fix; its message says what went wrong and how to fix it."""

@@ -100,9 +100,9 @@ def reference(data: bytes, where: str, node: str, on_error: str):
         except UnicodeDecodeError as exc:
             problem = ("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line")
         except json.JSONDecodeError as exc:
-            problem = ("malformed_json", f"{exc.msg} at column {exc.colno}")
+            problem = ("malformed_json", f"{exc.msg.removesuffix(' at')} at column {exc.colno}")
         if problem is None and not isinstance(value, dict):
-            problem = ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+            problem = ("not_an_object", f"expected a JSON object, got {jsonl.json_kind(value)}")
         if problem is None:
             too_long = [k for k, v in value.items() if type(v) is int and not -2**63 <= v < 2**63]
             if too_long:

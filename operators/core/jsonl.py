@@ -52,7 +52,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from dataflow.errors import DataflowError
+from dataflow.errors import DataflowError, json_error
 from dataflow.filehash import file_digest, remember_fact, remembered_fact
 
 BAD_LINE_HINT = "fix the line, or read with on_error='reject' to send bad lines to rejects and go on"
@@ -60,7 +60,7 @@ CHUNK_BYTES = 4 << 20  # JSON text handed to polars at once (its nested-type inf
 PARALLEL_BYTES = 32 << 20  # a plain file at least this large is surveyed in parts, a process each
 MOST_PROCESSES = 8
 NUMBER = "__n"  # the line (or record) number column, until ids are made from it
-KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "list", dict: "object"}
+KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "list", dict: "object", type(None): "null"}
 SCALARS = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
 LONG_DIGITS = re.compile(rb"\d{19}")  # an integer this long may not fit 64 bits
 DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")  # finds LONG_DIGITS in a whole block at once
@@ -168,8 +168,9 @@ class KindSurvey:
                 usual[key] = max(by_kind, key=by_kind.__getitem__)
                 if on_error == "raise":
                     number, kind = min((first[key, k], k) for k in by_kind if k != usual[key])
+                    hint = BAD_LINE_HINT if unit == "line" else f"fix the {unit}"
                     raise DataflowError(f"{where} {unit} {number}: {_kind_message(key, kind, usual[key], unit)}; "
-                                        f"{BAD_LINE_HINT}")
+                                        f"{hint}")
         return usual
 
 
@@ -371,7 +372,7 @@ def _survey_lines(survey: Survey, lines: Iterable[tuple[int, bytes]], where: str
         except orjson.JSONDecodeError:  # orjson is strict; Python's json also reads NaN and Infinity
             (value, problem), lenient = _python_json(raw), True
         if problem is None and not isinstance(value, dict):
-            problem = ("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+            problem = ("not_an_object", f"expected a JSON object, got {json_kind(value)}")
         if problem is None:
             problem = _polars_problem(value, raw, lenient)
         if problem is None and not lenient and _repeated_keys(value, raw):
@@ -468,7 +469,7 @@ def _python_json(raw: bytes) -> tuple[Any, tuple[str, str] | None]:
     except UnicodeDecodeError as exc:
         return None, ("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line")
     except json.JSONDecodeError as exc:
-        return None, ("malformed_json", f"{exc.msg} at column {exc.colno}")
+        return None, ("malformed_json", json_error(exc))
     except RecursionError:
         return None, ("too_deep", "values nested more than about 1,000 levels deep")
 

@@ -18,7 +18,8 @@ import polars as pl
 from dataflow.errors import DataflowError
 from dataflow.filehash import file_digest
 from dataflow.operator import Context, Kind, Operator, Result, identity_field, on_error_problems, rejects_frame
-from dataflow.operators.core.jsonl import NUMBER, compression_problem, file_schema, read_jsonl, records_to_frame
+from dataflow.operators.core.jsonl import (NUMBER, compression_problem, file_schema, json_kind, read_jsonl,
+                                           records_to_frame)
 
 CSV_TYPE_ROWS = 10_000
 
@@ -45,7 +46,9 @@ class FileSource(Source):
 
     def check(self) -> list[str]:
         if not Path(self.path).exists():
-            return [f"file not found: {self.path}"]
+            glob = " (a pattern such as *.jsonl is not read: name one file, or p.concat a source per file)" \
+                if any(c in str(self.path) for c in "*?[") else ""
+            return [f"file not found: {self.path}{glob}"]
         if not Path(self.path).is_file():
             return [f"{self.path} is a directory, not a file: name the file to read"]
         return []
@@ -117,10 +120,10 @@ class ReadJson(FileSource):
         except RecursionError:
             raise DataflowError(f"{self.path}: values nested more than about 1,000 levels deep") from None
         if not isinstance(value, list):
-            raise DataflowError(f"{self.path}: expected a JSON array of objects, got {type(value).__name__}")
+            raise DataflowError(f"{self.path}: expected a JSON array of objects, got {json_kind(value)}")
         for i, record in enumerate(value, 1):
             if not isinstance(record, dict):
-                raise DataflowError(f"{self.path} record {i}: expected an object, got {type(record).__name__}")
+                raise DataflowError(f"{self.path} record {i}: expected an object, got {json_kind(record)}")
         frame, _ = records_to_frame(list(enumerate(value, 1)), str(self.path), "record", "raise", node)
         return frame
 
@@ -270,7 +273,8 @@ class ReadHF(Source):
             ds = datasets.load_from_disk(str(ds))
         if isinstance(ds, datasets.DatasetDict):
             if self.split not in ds:
-                raise DataflowError(f"dataset has splits {list(ds)}; pass split=... to pick one")
+                given = "pass split=... to pick one" if self.split is None else f"it has no split {self.split!r}"
+                raise DataflowError(f"dataset has splits {list(ds)}; {given}")
             ds = ds[self.split]
         return ds
 
@@ -299,6 +303,11 @@ class FromRows(Source):
 
     def label(self) -> str:
         return "rows"
+
+    def check(self) -> list[str]:
+        odd = next(((i, row) for i, row in enumerate(self.rows, 1) if not isinstance(row, dict)), None)
+        return [f"row {odd[0]} is a {type(odd[1]).__name__}, not a dict of column values: give every row as "
+                f"{{'column': value, ...}}"] if odd else []
 
     def _frame(self) -> pl.DataFrame:
         frame, _ = records_to_frame(list(enumerate(self.rows, 1)), "from_rows", "row", "raise", "")

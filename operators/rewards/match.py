@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import regex
 
+from dataflow.errors import json_error
 from dataflow.operators.rewards.base import Verifier
 
 
@@ -104,7 +105,7 @@ class JsonSchemaVerify(Verifier):
             try:
                 value = json.loads(match.group(1) if match else text, parse_constant=_not_json)
             except json.JSONDecodeError as exc:
-                results.append((0.0, f"not JSON: {exc.msg} at column {exc.colno}"))
+                results.append((0.0, f"not JSON: {json_error(exc)}"))
                 continue
             except (ValueError, RecursionError) as exc:  # NaN, an integer past 4,300 digits, nesting past the stack
                 results.append((0.0, f"not JSON: {type(exc).__name__}: {str(exc)[:100]}"))
