@@ -5,8 +5,10 @@ to rejects and rows in = rows out + rejected."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import random
 
 import polars as pl
 import pytest
@@ -14,6 +16,18 @@ import pytest
 from dataflow.cli import main
 
 GOOD = '{"text": "a"}\n{"text": "b"}\n'
+
+
+def damaged_parquet() -> bytes:
+    """A Parquet file whose footer reads but whose data pages do not."""
+    rng = random.Random(0)
+    buffer = io.BytesIO()
+    texts = ["".join(rng.choice("abcdefghij ") for _ in range(80)) for _ in range(5_000)]
+    pl.DataFrame({"text": texts}).write_parquet(buffer, compression="zstd", row_group_size=1_000)
+    data = bytearray(buffer.getvalue())
+    start = len(data) // 3
+    data[start:start + 200] = bytes(b ^ 0x55 for b in data[start:start + 200])
+    return bytes(data)
 
 
 def pipeline(source: str, name: str = "bad", output: str = "src") -> str:
@@ -67,6 +81,8 @@ CASES = {  # name: (files, pipeline source, extra CLI args, what the error must 
     "parquet: not a Parquet file": ({"in.parquet": "hello, world\n"}, read("read_parquet", "in.parquet"), [], "in.parquet"),
     "parquet: an empty file": ({"in.parquet": ""}, read("read_parquet", "in.parquet"), [], "in.parquet"),
     "parquet: a truncated file": ({"in.parquet": "TRUNCATED"}, read("read_parquet", "in.parquet"), [], "in.parquet"),
+    "parquet: a damaged data page": ({"in.parquet": damaged_parquet()}, read("read_parquet", "in.parquet"), [],
+                                     "in.parquet): parquet: File out of specification"),
     "json: not JSON": ({"in.json": "[{"}, read("read_json", "in.json"), [], "in.json"),
     "json: not an array": ({"in.json": '{"a": 1}'}, read("read_json", "in.json"), [], "in.json"),
     "json: an array of numbers": ({"in.json": "[1, 2]"}, read("read_json", "in.json"), [], "record 1: expected an object, got number"),
@@ -167,7 +183,7 @@ def error_of(err: str) -> str:
     """The error paragraph: what stderr holds after the progress lines."""
     assert "Traceback" not in err, err
     assert err.startswith("error: ") or "\nerror: " in err, err
-    return err[err.rindex("error: "):] if err.startswith("error: ") or "\nerror: " in err else err
+    return err if err.startswith("error: ") else err[err.rindex("\nerror: ") + 1:]
 
 
 def build(tmp_path, files: dict, source: str, args: list[str], capsys) -> tuple[int, str]:

@@ -193,7 +193,9 @@ class LocalExecutor:
             pl.collect_all(self._view_sinks() + sinks, engine="streaming")
         except (pl.exceptions.PolarsError, OSError) as exc:
             names = ", ".join(f"'{j.name}'" for j in jobs)
-            raise DataflowError(f"node {names} failed: {str(exc).splitlines()[0]}") from exc
+            files = [str(path) for j in jobs if (path := getattr(self.compiled.nodes[j.name].op, "path", None))]
+            reading = f" (reading {', '.join(files)})" if files else ""
+            raise DataflowError(f"node {names} failed{reading}: {str(exc).splitlines()[0]}") from exc
         for j in jobs:
             self._commit(j)
         self.pending = []
