@@ -279,3 +279,79 @@ def test_the_compile_time_schema_is_the_schema_the_build_reads(tmp_path, monkeyp
             assert {f.name for f in schema[column].fields} <= {f.name for f in dtype.fields}
         else:
             assert isinstance(schema[column], pl.List) if isinstance(dtype, pl.List) else schema[column] == dtype
+
+
+def test_a_value_of_another_kind_inside_a_nested_field_is_named_or_rejected(builder, tmp_path):
+    chats = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}],
+              "meta": {"n": i, "score": i / 2 if i % 2 else i}} for i in range(20)]
+    chats[7]["messages"][0]["content"] = [{"type": "text", "text": "content parts"}]  # polars made this a JSON string
+    chats[9]["meta"]["n"] = "nine"  # and this "9"-like text, the other n's too
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    with pytest.raises(DataflowError, match=r"line 8: field 'messages\[\].content' is a list here but a string in "
+                                            r"most lines"):
+        build(builder, path)
+    out = build(builder, path, on_error="reject")
+    assert out["id"].to_list() == [f"s-{i}" for i in range(1, 21) if i not in (8, 10)]
+    assert out.schema["meta"] == pl.Struct({"n": pl.Int64, "score": pl.Float64})  # int and float: both numbers
+    assert builder.rejects("s").select("id", "detail").rows() == [
+        ("s-10", "field 'meta.n' is a string here but a number in most lines"),
+        ("s-8", "field 'messages[].content' is a list here but a string in most lines")]
+    p = Pipeline("rows")
+    p.output("o", p.from_rows(chats, name="r"))
+    with pytest.raises(DataflowError, match="row 8: field 'messages"):
+        p.compile()
+
+
+def without_nulls(value):
+    """A value with null object fields left out and numbers as floats: what a kept line must read back as."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nested_values_read_back_unchanged_or_their_line_is_rejected(tmp_path, monkeypatch, seed):
+    """Random nested records with now and then a value of another kind somewhere inside: every kept line reads
+    back as written, and a line is rejected exactly when one of its values has another kind than most lines
+    hold at that place (a brute-force count over every line's paths)."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(jsonl, "CHUNK_BYTES", rng.choice([300, 1 << 20]))
+    odd = {"s": lambda: rng.randint(0, 9), "i": lambda: "text", "l": lambda: {"x": 1}, "d": lambda: ["x"]}
+
+    def value(kind, depth):
+        if rng.random() < 0.02:
+            return odd[kind]()
+        if kind == "l":
+            return [value("s" if depth else "d", depth + 1) for _ in range(rng.randint(0, 3))]
+        if kind == "d":
+            return {key: value(rng.choice("si") if depth else "l", depth + 1) for key in rng.sample("abc", 2)}
+        return rng.choice(["p", "q r"]) if kind == "s" else rng.randint(0, 99)
+
+    records = [{"text": f"t{i}", "tree": value("d", 0)} for i in range(200)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    kinds = {str: "string", int: "number", list: "list", dict: "object"}
+
+    def places(value, place):  # every (place, kind) in a value, itself included; None stands for any list item
+        inner = value.items() if isinstance(value, dict) else [(None, v) for v in value] if isinstance(value, list) else []
+        return {(place, kinds[type(value)])} | {pair for key, v in inner for pair in places(v, (*place, key))}
+
+    held = [places(record["tree"], ("tree",)) for record in records]
+    lines = {}
+    for found in held:
+        for place, kind in found:
+            lines.setdefault(place, {}).setdefault(kind, 0)
+            lines[place][kind] += 1
+    if any(len(set(counts.values())) < len(counts) for counts in lines.values() if len(counts) > 1):
+        pytest.skip("two kinds tie at a place: which one is usual is left open")
+    usual = {place: max(counts, key=counts.get) for place, counts in lines.items()}
+    expected_kept = [i for i, found in enumerate(held) if all(usual[place] == kind for place, kind in found)]
+    frame, rejects = jsonl.read_jsonl(path, "f", "reject", "s", tmp_path)
+    frame = frame.collect().sort(jsonl.NUMBER)
+    assert frame[jsonl.NUMBER].to_list() == [i + 1 for i in expected_kept]
+    assert len(rejects) == len(records) - len(expected_kept)
+    for row, i in zip(frame.drop(jsonl.NUMBER).to_dicts(), expected_kept):
+        assert without_nulls(row) == without_nulls(records[i])

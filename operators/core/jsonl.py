@@ -122,57 +122,73 @@ def json_kind_of(kind: type) -> str:
 
 class KindSurvey:
     """How many records hold each JSON kind in each field, and the first record of each. Records
-    are counted by shape (their keys and value types), which most records of a file share."""
+    are counted by shape (their keys and value types), which most records of a file share. Inside
+    nested values (lists and objects) each path (``messages[].content``) is counted the same way,
+    a record counted once per kind it holds there."""
 
     def __init__(self) -> None:
         self.shapes: dict[tuple, list[int]] = {}  # (keys, types) -> [records, first record]
+        self.paths: dict[tuple, list[int]] = {}  # (path, kind) -> [records, first record]
 
     def add(self, numbers: Sequence[int], records: Sequence[dict]) -> None:
-        """Count records (numbered in the same order) by shape."""
+        """Count records (numbered in the same order) by shape, and the kinds inside their nested values."""
         shape = _one_shape(records)
         if shape:
             counts, firsts = {shape: len(records)}, {shape: numbers[0]}
+            nested = [key for key, kind in zip(*shape) if kind is dict or kind is list]
+            if nested:
+                self._count_paths(numbers, ([(key, record[key]) for key in nested] for record in records))
         else:
             shapes = [(tuple(record), tuple(map(type, record.values()))) for record in records]
             counts, firsts = Counter(shapes), dict(zip(reversed(shapes), reversed(numbers)))  # earliest wins
-        self._count(counts, firsts)
+            self._count_paths(numbers, ([(k, v) for k, v in record.items() if type(v) is dict or type(v) is list]
+                                        for record in records))
+        _count(self.shapes, counts, firsts)
+
+    def _count_paths(self, numbers: Sequence[int], nested: Iterable[list[tuple[str, Any]]]) -> None:
+        sets: dict[frozenset, list[int]] = {}  # the (path, kind) pairs of a record -> [records, first record]
+        for number, fields in zip(numbers, nested):
+            found: set[tuple] = set()
+            for key, value in fields:
+                _walk(value, (key,), found)
+            if found:
+                seen = sets.get(held := frozenset(found))
+                if seen:
+                    seen[0] += 1
+                else:
+                    sets[held] = [1, number]
+        counts: Counter = Counter()
+        firsts: dict[tuple, int] = {}
+        for held, (records, first) in sets.items():
+            for pair in held:
+                counts[pair] += records
+                firsts[pair] = min(firsts.get(pair, first), first)
+        _count(self.paths, counts, firsts)
 
     def merge(self, later: KindSurvey) -> None:
         """Add the counts of a survey of later records."""
-        self._count({shape: n for shape, (n, _) in later.shapes.items()},
-                    {shape: first for shape, (_, first) in later.shapes.items()})
+        for mine, theirs in ((self.shapes, later.shapes), (self.paths, later.paths)):
+            _count(mine, {key: n for key, (n, _) in theirs.items()}, {key: first for key, (_, first) in theirs.items()})
 
-    def _count(self, counts: dict[tuple, int], firsts: dict[tuple, int]) -> None:
-        for shape, count in counts.items():
-            seen = self.shapes.get(shape)
-            if seen:
-                seen[0] += count
-            else:
-                self.shapes[shape] = [count, firsts[shape]]
-
-    def usual_kinds(self, where: str, unit: str, on_error: str) -> dict[str, str]:
-        """The kind most records hold, for each field that holds more than one; with
-        ``on_error='raise'``, an error naming the first record of another kind."""
-        counts: dict[str, dict[str, int]] = {}
-        first: dict[tuple[str, str], int] = {}
-        for (keys, types), (records, number) in self.shapes.items():
-            for key, kind in zip(keys, types):
-                if kind is not type(None):
-                    name = json_kind_of(kind)
-                    by_kind = counts.setdefault(key, {})
-                    by_kind[name] = by_kind.get(name, 0) + records
-                    first[key, name] = min(first.get((key, name), number), number)
-        usual = {}
-        for key, by_kind in counts.items():
-            if len(by_kind) > 1:
-                usual[key] = max(by_kind, key=by_kind.__getitem__)
-                if on_error == "raise":
-                    number, kind = min((first[key, k], k) for k in by_kind if k != usual[key])
-                    hint = BAD_LINE_HINT if unit == "line" else f"fix the {unit}"
-                    raise DataflowError(f"{where} {unit} {number}: {_kind_message(key, kind, usual[key], unit)}; "
-                                        f"{hint}")
+    def usual_kinds(self, where: str, unit: str, on_error: str) -> dict[str | tuple, str]:
+        """The kind most records hold, for each field (a name) or path inside nested values (a tuple)
+        that holds more than one; with ``on_error='raise'``, an error naming the first record holding
+        another kind."""
+        counts: dict[str | tuple, dict[str, int]] = {}
+        first: dict[tuple[str | tuple, str], int] = {}
+        held = [((key, json_kind_of(kind)), records, number) for (keys, types), (records, number) in self.shapes.items()
+                for key, kind in zip(keys, types) if kind is not type(None)]
+        for (field, name), records, number in held + [(pair, n, f) for pair, (n, f) in self.paths.items()]:
+            by_kind = counts.setdefault(field, {})
+            by_kind[name] = by_kind.get(name, 0) + records
+            first[field, name] = min(first.get((field, name), number), number)
+        usual = {key: max(by_kind, key=by_kind.__getitem__) for key, by_kind in counts.items() if len(by_kind) > 1}
+        if usual and on_error == "raise":
+            number, _, key, kind = min((first[key, k], str(key), key, k) for key in usual for k in counts[key]
+                                       if k != usual[key])
+            hint = BAD_LINE_HINT if unit == "line" else f"fix the {unit}"
+            raise DataflowError(f"{where} {unit} {number}: {_kind_message(key, kind, usual[key], unit)}; {hint}")
         return usual
-
 
     def scalar_schema(self) -> pl.Schema | None:
         """The table's schema when every field holds strings, numbers or booleans (polars reads
@@ -204,17 +220,50 @@ def _one_shape(records: Sequence[dict]) -> tuple | None:
     return keys[0], tuple(column[0] for column in types)
 
 
-def mismatch(record: dict, usual: dict[str, str], unit: str) -> str | None:
-    """Why ``record`` holds a field in another kind than most records (None if it does not)."""
+def _count(table: dict[tuple, list[int]], counts: dict[tuple, int], firsts: dict[tuple, int]) -> None:
+    for key, count in counts.items():
+        seen = table.get(key)
+        if seen:
+            seen[0] += count
+        else:
+            table[key] = [count, firsts[key]]
+
+
+def _walk(value: Any, path: tuple, found: set[tuple]) -> None:
+    """Add the (path, kind) of every value inside a list or object (``None`` in a path: any list item)."""
+    items = value.items() if type(value) is dict else zip(repeat(None), value)
+    for key, item in items:
+        if item is not None:
+            inner = (*path, key)
+            found.add((inner, json_kind(item)))
+            if type(item) is dict or type(item) is list:
+                _walk(item, inner, found)
+
+
+def mismatch(record: dict, usual: dict[str | tuple, str], unit: str) -> str | None:
+    """Why ``record`` holds a field, or a value inside one, in another kind than most records (None if it
+    does not)."""
+    nested: set[str] = set()
     for key, expected in usual.items():
+        if isinstance(key, tuple):
+            nested.add(key[0])
+            continue
         value = record.get(key)
         if value is not None and json_kind(value) != expected:
             return _kind_message(key, json_kind(value), expected, unit)
+    for root in sorted(nested):
+        value, found = record.get(root), set()
+        if type(value) is dict or type(value) is list:
+            _walk(value, (root,), found)
+        for path, kind in sorted(found, key=str):
+            if usual.get(path, kind) != kind:
+                return _kind_message(path, kind, usual[path], unit)
     return None
 
 
-def _kind_message(key: str, found: str, expected: str, unit: str) -> str:
-    return f"field '{key}' is a {found} here but a {expected} in most {unit}s"
+def _kind_message(key: str | tuple, found: str, expected: str, unit: str) -> str:
+    name = key if isinstance(key, str) else key[0] + "".join("[]" if k is None else f".{k}" for k in key[1:])
+    return f"field '{name}' is a {found} here but a {expected} in most {unit}s"
 
 
 def records_to_frame(records: list[tuple[int, dict]], where: str, unit: str, on_error: str,
