@@ -319,6 +319,8 @@ def test_nested_values_read_back_unchanged_or_their_line_is_rejected(tmp_path, m
     hold at that place (a brute-force count over every line's paths)."""
     rng = random.Random(seed)
     monkeypatch.setattr(jsonl, "CHUNK_BYTES", rng.choice([300, 1 << 20]))
+    monkeypatch.setattr(jsonl, "PARALLEL_BYTES", 0)  # surveyed in parts, a forked process each, or in one
+    monkeypatch.setattr(jsonl, "survey_processes", lambda: rng.choice([1, 3]))
     odd = {"s": lambda: rng.randint(0, 9), "i": lambda: "text", "l": lambda: {"x": 1}, "d": lambda: ["x"]}
 
     def value(kind, depth):
