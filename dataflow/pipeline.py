@@ -162,9 +162,11 @@ class Pipeline:
         return self.add(ReadParquet(self._path(path)), name=name)
 
     def read_csv(self, path: str | Path, *, name: str | None = None, separator: str = ",",
-                 infer_types: bool = True) -> Node:
-        """A CSV file with a header row; ``infer_types=False`` reads every column as text."""
-        return self.add(ReadCsv(self._path(path), separator=separator, infer_types=infer_types), name=name)
+                 infer_types: bool = True, on_error: str = "raise") -> Node:
+        """A CSV file with a header row; ``infer_types=False`` reads every column as text; ``on_error='reject'``
+        sends rows of the wrong field count, or with a value that does not fit its column, to rejects."""
+        return self.add(ReadCsv(self._path(path), separator=separator, infer_types=infer_types, on_error=on_error),
+                        name=name)
 
     def read_hf(self, dataset: Any, *, split: str | None = None, name: str | None = None) -> Node:
         """A ``datasets.Dataset``/``DatasetDict`` object, or the directory of a saved one."""

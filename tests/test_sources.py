@@ -129,3 +129,67 @@ def test_relative_paths_resolve_against_the_pipeline_file(tmp_path, monkeypatch)
                                       "p.output('o', p.read_jsonl('data/x.jsonl'))\n")
     monkeypatch.chdir("/")
     assert load_pipeline(tmp_path / "pipe.py").compile().order == ["x"]
+
+
+def test_csv_rows_that_do_not_fit_go_to_rejects_on_request(builder, tmp_path, monkeypatch):
+    from dataflow.operators.core import sources
+
+    monkeypatch.setattr(sources, "CSV_TYPE_ROWS", 3)
+    (tmp_path / "d.csv").write_text("n,ok,text\n1,true,a\n2,false\n\n3,true,c,extra\n4,TRUE,d\nfour,false,e\n"
+                                    "5,maybe,f\n6,false,\"g, h\"\n")
+    out = build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s", on_error="reject"))
+    assert out.rows() == [("s-1", 1, True, "a"), ("s-5", 4, True, "d"), ("s-8", 6, False, "g, h")]
+    assert builder.rejects("s").select("id", "reason", "detail").rows() == [
+        ("s-2", "wrong_field_count", "line 3: 2 field(s), but the header has 3"),
+        ("s-4", "wrong_field_count", "line 5: 4 field(s), but the header has 3"),
+        ("s-6", "type_mismatch", "row 6, column 'n': 'four' is not Int64, the type its first 3 rows have"),
+        ("s-7", "type_mismatch", "row 7, column 'ok': 'maybe' is not Boolean, the type its first 3 rows have")]
+    with pytest.raises(DataflowError, match="line 3: 2 field"):
+        build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s"))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_csv_read_with_rejects_matches_the_rows_read_one_by_one(builder, tmp_path, monkeypatch, seed):
+    """Random CSV files of ints, floats, booleans and text, with rows of the wrong field count, blank lines and
+    values that do not fit their column after the rows types come from: the kept rows and the rejects are those
+    of a plain reading with Python's csv module."""
+    import csv
+    import io
+    import random
+
+    from dataflow.operators.core import sources
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(sources, "CSV_TYPE_ROWS", 10)
+    kinds = [rng.choice(["int", "float", "bool", "text"]) for _ in range(rng.randint(2, 4))]
+    make = {"int": lambda: str(rng.randint(-50, 50)), "float": lambda: f"{rng.uniform(-5, 5):.3f}",
+            "bool": lambda: rng.choice(["true", "false"]), "text": lambda: rng.choice(["a", "b c", "d,e", ""])}
+    lines = []
+    for i in range(60):
+        fields = [make[k]() for k in kinds]
+        if i >= 10 and rng.random() < 0.1:
+            fields[rng.randrange(len(fields))] = "oops"
+        if rng.random() < 0.05:
+            fields = fields[:-1] if rng.random() < 0.5 else [*fields, "1"]
+        lines.append("" if rng.random() < 0.05 else fields)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([f"c{j}" for j in range(len(kinds))])
+    for fields in lines:
+        buffer.write("\n") if fields == "" else writer.writerow(fields)
+    (tmp_path / "d.csv").write_text(buffer.getvalue())
+    parse = {"int": int, "float": float, "bool": lambda v: {"true": True, "false": False}[v], "text": str}
+    kept, rejected = [], []
+    for row, fields in enumerate(csv.reader(io.StringIO(buffer.getvalue())), 0):
+        if row == 0 or not fields:
+            continue
+        if len(fields) != len(kinds):
+            rejected.append((f"s-{row}", "wrong_field_count"))
+            continue
+        try:
+            kept.append((f"s-{row}", *[None if v == "" else parse[k](v) for k, v in zip(kinds, fields)]))
+        except (ValueError, KeyError):
+            rejected.append((f"s-{row}", "type_mismatch"))
+    out = build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s", on_error="reject"))
+    assert out.rows() == kept
+    assert sorted(builder.rejects("s").select("id", "reason").rows()) == sorted(rejected)

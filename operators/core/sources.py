@@ -156,36 +156,77 @@ class ReadCsv(FileSource):
     ``CSV_TYPE_ROWS`` rows, or every column is text with ``infer_types=False``. Before the data is
     read, one pass checks the file's shape: a row with more or fewer fields than the header, a
     quoted field that never ends, a repeated column name or a line that is not UTF-8 is an error
-    naming the line. A blank line in a file of two or more columns is left out (counted in the
-    ``blank_lines`` metric); the other rows keep the ids they would have with it."""
+    naming the line, as is a value that does not fit its column's type. With ``on_error='reject'``,
+    rows of the wrong field count and rows holding such a value are rejects (``wrong_field_count``,
+    ``type_mismatch``); the rest of the list stays an error. A blank line in a file of two or more
+    columns is left out (counted in the ``blank_lines`` metric); the other rows keep the ids they
+    would have with it."""
 
     separator: str = ","
     infer_types: bool = True
+    on_error: str = "raise"
 
-    def _scan(self, infer_types: bool) -> pl.LazyFrame:
+    def check(self) -> list[str]:
+        return super().check() + on_error_problems(self.on_error)
+
+    def _scan(self, infer_types: bool, ragged: bool = False) -> pl.LazyFrame:
         return pl.scan_csv(self.path, separator=self.separator, infer_schema=infer_types,
-                           infer_schema_length=CSV_TYPE_ROWS)
+                           infer_schema_length=CSV_TYPE_ROWS, truncate_ragged_lines=ragged)
 
     def peek_schema(self) -> pl.Schema:
         try:
-            return self._scan(self.infer_types).collect_schema()
+            return self._scan(self.infer_types, ragged=self.on_error == "reject").collect_schema()
         except pl.exceptions.PolarsError as exc:
             raise ValueError(f"{self.path}: cannot read as CSV ({str(exc).splitlines()[0]})") from exc
 
     def apply(self, ctx: Context) -> Result:
-        problem, blank = csv_shape(Path(self.path), self.separator)
+        problem, blank, ragged = csv_shape(Path(self.path), self.separator, self.on_error == "reject")
         if problem:
             raise DataflowError(f"{self.path} {problem}")
-        scan = self._scan(self.infer_types)
+        rejects = [{"id": f"{ctx.node}-{row}", "reason": "wrong_field_count", "detail": why}
+                   for row, why in ragged.items()]
+        scan = self._scan(self.infer_types, ragged=bool(ragged))
+        left_out = [*blank, *ragged]
         try:  # one streaming pass that parses every field, so a bad value fails here, named
-            scan.select(pl.all().null_count()).collect(engine="streaming")
+            _rows(scan, left_out).select(pl.all().null_count()).collect(engine="streaming")
+            numbered = _rows(scan, left_out, numbered=True)
         except pl.exceptions.PolarsError as exc:
-            raise DataflowError(self._explain(exc)) from exc
-        if not blank:
+            if self.on_error == "raise":
+                raise DataflowError(self._explain(exc)) from exc
+            numbered, misfits = self._cast_text(bool(ragged), left_out)
+            rejects += [{"id": f"{ctx.node}-{row}", "reason": "type_mismatch", "detail": why} for row, why in misfits]
+        if blank:
+            ctx.record("blank_lines", len(blank))  # polars reads each as a row of nulls
+        if not left_out and not rejects:
             return Result(with_ids(scan, ctx.node, str(self.path)))
-        ctx.record("blank_lines", len(blank))  # polars reads each as a row of nulls
-        rows = scan.with_row_index(NUMBER, offset=1).filter(~pl.col(NUMBER).is_in(blank))
-        return Result(with_ids(rows, ctx.node, str(self.path), pl.col(NUMBER)).drop(NUMBER))
+        return Result(with_ids(numbered, ctx.node, str(self.path), pl.col(NUMBER)).drop(NUMBER), rejects_frame(rejects))
+
+    def _misfit(self, name: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+        """Whether a text value of column ``name`` does not read as ``dtype``, and the value read."""
+        text = pl.col(name)
+        if dtype == pl.Boolean:
+            lower = text.str.to_lowercase()
+            value = pl.when(lower == "true").then(True).when(lower == "false").then(False)
+        else:
+            value = text.cast(dtype, strict=False)
+        return text.is_not_null() & value.is_null(), value.alias(name)
+
+    def _misfit_message(self, row: int, name: str, value: str, dtype: pl.DataType) -> str:
+        return f"row {row}, column '{name}': {value!r} is not {dtype}, the type its first {CSV_TYPE_ROWS:,} rows have"
+
+    def _cast_text(self, ragged: bool, left_out: list[int]) -> tuple[pl.LazyFrame, list[tuple[int, str]]]:
+        """The file's rows but ``left_out``, read as text and cast to their column types, numbered (``NUMBER``);
+        and (row, why) for each row left out of them for a value that does not fit its column."""
+        text = _rows(self._scan(False, ragged), left_out, numbered=True)
+        schema = self.peek_schema()
+        typed = {name: self._misfit(name, dtype) for name, dtype in schema.items() if dtype != pl.String}
+        misfits: dict[int, str] = {}
+        for name, (misfit, _) in typed.items():
+            bad = text.filter(misfit).select(NUMBER, name).collect(engine="streaming")
+            for row, value in bad.iter_rows():
+                misfits.setdefault(row, self._misfit_message(row, name, value, schema[name]))
+        kept = text.filter(~pl.col(NUMBER).is_in(list(misfits))).with_columns(value for _, value in typed.values())
+        return kept, sorted(misfits.items())
 
     def _explain(self, error: pl.exceptions.PolarsError) -> str:
         """Name the first line that is not UTF-8, or row whose value does not fit its column's type;
@@ -198,45 +239,59 @@ class ReadCsv(FileSource):
             for name, dtype in self.peek_schema().items():
                 if dtype == pl.String:
                     continue
-                misfit = pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null()
+                misfit, _ = self._misfit(name, dtype)
                 bad = text.filter(misfit).select("__row", name).head(1).collect(engine="streaming")
                 if bad.height:
                     row, value = bad.row(0)
-                    return (f"{self.path} row {row}, column '{name}': {value!r} is not "
-                            f"{dtype}, the type its first {CSV_TYPE_ROWS:,} rows have. Pass "
-                            f"infer_types=False to read_csv to read every column as text, and cast it "
-                            f"in a later node.")
+                    return (f"{self.path} {self._misfit_message(row, name, value, dtype)}. Pass infer_types=False "
+                            f"to read_csv to read every column as text, and cast it in a later node, or "
+                            f"on_error='reject' to send such rows to rejects.")
         except pl.exceptions.PolarsError:
             pass  # not readable even as text: polars' own message says why
         return reason
 
 
-def csv_shape(path: Path, separator: str) -> tuple[str | None, list[int]]:
-    """Where a CSV file is not a table (the line and what is wrong there, or None), and the numbers
-    of the rows that are blank lines in a file of two or more columns."""
-    start, blank = 1, []  # where the record being read starts
+def _rows(scan: pl.LazyFrame, left_out: list[int], numbered: bool = False) -> pl.LazyFrame:
+    """A scan's rows but those numbered ``left_out`` (1-based), with their numbers (``NUMBER``) if asked."""
+    if not left_out and not numbered:
+        return scan
+    rows = scan.with_row_index(NUMBER, offset=1).with_columns(pl.col(NUMBER).cast(pl.Int64))
+    rows = rows.filter(~pl.col(NUMBER).is_in(left_out)) if left_out else rows
+    return rows if numbered else rows.drop(NUMBER)
+
+
+def csv_shape(path: Path, separator: str, keep_going: bool = False
+              ) -> tuple[str | None, list[int], dict[int, str]]:
+    """Where a CSV file is not a table (the line and what is wrong there, or None), the numbers of the
+    rows that are blank lines in a file of two or more columns, and, with ``keep_going``, each row of
+    the wrong field count and why (instead of the first as the problem)."""
+    start, blank, ragged = 1, [], {}  # where the record being read starts
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh, delimiter=separator, strict=True)
             header = next(reader, None)
             if not header:
-                return "line 1: no header row (the file is empty)", []
+                return "line 1: no header row (the file is empty)", [], {}
             repeated = sorted({name for name in header if header.count(name) > 1})
             if repeated:
-                return f"line 1: the header repeats column name(s) {repeated}; give every column its own name", []
+                return f"line 1: the header repeats column name(s) {repeated}; give every column its own name", [], {}
             start = reader.line_num + 1
             for row, record in enumerate(reader, 1):
                 if record and len(record) != len(header):
-                    return (f"line {reader.line_num}: {len(record)} field(s), but the header has {len(header)}; "
-                            f"fix the row (a separator inside a value needs quotes)"), []
+                    why = f"{len(record)} field(s), but the header has {len(header)}"
+                    if not keep_going:
+                        return (f"line {reader.line_num}: {why}; fix the row (a separator inside a value needs "
+                                f"quotes), or read with on_error='reject' to send such rows to rejects"), [], {}
+                    ragged[row] = f"line {reader.line_num}: {why}"
                 if not record and len(header) > 1:
                     blank.append(row)
                 start = reader.line_num + 1
     except csv.Error as exc:
-        return f"line {start}: {exc} (a quoted field that starts here may never end)", []
+        return f"line {start}: {exc} (a quoted field that starts here may never end)", [], {}
     except UnicodeDecodeError:
-        return f"line {first_line_not_utf8(path)}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv).", []
-    return None, blank
+        return (f"line {first_line_not_utf8(path)}: not valid UTF-8. Convert the file to UTF-8 (e.g. with iconv).",
+                [], {})
+    return None, blank, ragged
 
 
 def first_line_not_utf8(path: Path) -> int | None:
