@@ -92,7 +92,8 @@ def case_notes(out: Path, wanted: Callable[[str], bool]) -> list[str]:
     if not (out / MANIFEST).exists():
         return []
     manifest = read_manifest(out)
-    files = {name: out / node["store"] / DATA for name, node in manifest["nodes"].items() if node["status"] != "skipped"}
+    nodes = manifest["nodes"]
+    files = {name: out / node["store"] / DATA for name, node in nodes.items() if node["status"] != "skipped"}
     files |= {name: out / name / DATA for name, spec in manifest["outputs"].items() if not spec.get("skipped")}
     notes = []
     for name, path in files.items():

@@ -338,7 +338,8 @@ def test_nested_values_read_back_unchanged_or_their_line_is_rejected(tmp_path, m
     kinds = {str: "string", int: "number", list: "list", dict: "object"}
 
     def places(value, place):  # every (place, kind) in a value, itself included; None stands for any list item
-        inner = value.items() if isinstance(value, dict) else [(None, v) for v in value] if isinstance(value, list) else []
+        inner = value.items() if isinstance(value, dict) else [(None, v) for v in value] if isinstance(value, list) \
+            else []
         return {(place, kinds[type(value)])} | {pair for key, v in inner for pair in places(v, (*place, key))}
 
     held = [places(record["tree"], ("tree",)) for record in records]

@@ -30,7 +30,6 @@ it is remembered under the file's content hash, and the build reuses the pass ma
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import io
 import json
@@ -68,7 +67,7 @@ LONG_ZEROS = b"0" * 19
 BLANK_INSIDE = re.compile(rb"\n[ \t\r]*\n")  # a blank line after the first (a literal first: fast to search)
 INT64 = range(-(1 << 63), 1 << 63)
 SCHEMA_SAMPLE_LINES = 1000  # good lines polars reads for the nested types of the compile-time schema
-SCHEMA_FACT = "jsonl-schema-1"  # the name a file's schema is remembered under (a new way to find it: a new name)
+SCHEMA_FACT = "jsonl-schema-2"  # the name a file's schema is remembered under (a new way to find it: a new name)
 COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstandard", b"PK\x03\x04": "zip"}
 
 
@@ -178,10 +177,10 @@ class KindSurvey:
         first: dict[tuple[str | tuple, str], int] = {}
         held = [((key, json_kind_of(kind)), records, number) for (keys, types), (records, number) in self.shapes.items()
                 for key, kind in zip(keys, types) if kind is not type(None)]
-        for (field, name), records, number in held + [(pair, n, f) for pair, (n, f) in self.paths.items()]:
-            by_kind = counts.setdefault(field, {})
+        for (place, name), records, number in held + [(pair, n, f) for pair, (n, f) in self.paths.items()]:
+            by_kind = counts.setdefault(place, {})
             by_kind[name] = by_kind.get(name, 0) + records
-            first[field, name] = min(first.get((field, name), number), number)
+            first[place, name] = min(first.get((place, name), number), number)
         usual = {key: max(by_kind, key=by_kind.__getitem__) for key, by_kind in counts.items() if len(by_kind) > 1}
         if usual and on_error == "raise":
             number, _, key, kind = min((first[key, k], str(key), key, k) for key in usual for k in counts[key]
