@@ -31,6 +31,7 @@ A node found cached keeps the measures the previous build of the pipeline took o
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -161,7 +162,8 @@ class Condition:
             message = f"{self.label} is undefined ({note}): it must be {'at most' if at_most else 'at least'} {bound}"
         else:
             relation = ("at most" if passed else "above") if at_most else ("at least" if passed else "below")
-            message = f"{self.label} is {_number(value)}{f' ({note})' if note else ''}, {relation} {bound}"
+            shown = _number(value) if _number(value) != bound or value == self.bound else f"{value:.10g}"
+            message = f"{self.label} is {shown}{f' ({note})' if note else ''}, {relation} {bound}"
         return GateResult(node, self.name, key, value, note, self.bound, passed, warn, message)
 
 
@@ -197,7 +199,8 @@ def valid_share(rows: pl.LazyFrame, stats: NodeStats, schema: str) -> tuple[floa
 
 def coverage(rows: pl.LazyFrame, stats: NodeStats, column: str, expected: tuple) -> tuple[float | None, str]:
     wanted = list(dict.fromkeys(expected))
-    present = set(rows.select(pl.col(column).filter(pl.col(column).is_in(wanted)).unique()).collect().to_series())
+    values = pl.Series(wanted, dtype=rows.collect_schema()[column], strict=True).to_list()  # checked at compile time
+    present = set(rows.select(pl.col(column).filter(pl.col(column).is_in(values)).unique()).collect().to_series())
     missing = [value for value in wanted if value not in present]
     note = f"{len(wanted) - len(missing):,} of {len(wanted):,} expected values"
     if missing:
@@ -266,7 +269,7 @@ def failure_report(failed: list[GateResult], skipped_nodes: list[str], skipped_o
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # NumPy numbers too
 
 
 def _number(value: float) -> str:
@@ -280,6 +283,8 @@ def _expected_problems(expected: Any, dtype: pl.DataType) -> list[str]:
         return [f"expected= must be a non-empty list of the values to find, not {expected!r}"]
     if dtype.is_nested():
         return [f"min_coverage counts single values, but the column is {dtype}"]
+    if any(value is None or value != value for value in expected):  # NaN is not equal to itself
+        return ["expected= holds None or NaN, which is never counted as present; leave it out"]
     try:
         pl.Series(list(expected), dtype=dtype, strict=True)
     except (TypeError, pl.exceptions.PolarsError):

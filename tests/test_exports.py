@@ -392,3 +392,50 @@ def test_an_unrelated_folder_is_never_written_into(quickstart, tmp_path, capsys)
     code, _, stderr = export(capsys, quickstart, "train", "sharegpt", tmp_path / "export")
     assert code == 1 and "holds the openai export of output 'train'" in stderr
     assert jsonl(tmp_path / "export" / "train.jsonl")[0] == {"messages": rows(quickstart, "train")[0]["messages"]}
+
+
+def test_openai_refuses_rows_its_fine_tuning_check_refuses(builder, tmp_path, capsys):
+    user, answer = {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}
+    tool = {"role": "tool", "content": "42"}
+    for rows, message in (([{"id": "ok", "messages": [user, answer]}, {"id": "open", "messages": [user]}],
+                           "row id=open: messages: no assistant turn"),
+                          ([{"id": "ok", "messages": [user, answer]}, {"id": "tool", "messages": [user, tool, answer]}],
+                           "row id=tool: messages[1]: a tool turn")):
+        p = Pipeline("openai")
+        p.output("chats", p.from_rows(rows, name="rows"), schema="conversation")
+        builder.build(p)
+        code, _, stderr = export(capsys, builder.out, "chats", "openai", tmp_path / "openai")
+        assert code == 1 and message in stderr and "Traceback" not in stderr
+        assert not (tmp_path / "openai").exists()
+
+
+def test_a_damaged_record_of_an_earlier_export_is_one_error_and_nothing_is_written(quickstart, tmp_path, capsys):
+    exported(capsys, quickstart, "train", "openai", tmp_path / "openai")
+    (tmp_path / "openai" / "dataflow_export.json").write_text('{"files": {"tr')
+    code, _, stderr = export(capsys, quickstart, "train", "openai", tmp_path / "openai")
+    assert code == 1 and "dataflow_export.json, which says what earlier exports wrote there, is damaged" in stderr
+    exported(capsys, quickstart, "train", "llamafactory", tmp_path / "lf")
+    (tmp_path / "lf" / "dataset_info.json").write_text("{broken")
+    code, _, stderr = export(capsys, quickstart, "eval", "llamafactory", tmp_path / "lf")
+    assert code == 1 and "dataset_info.json, written by an earlier export, is damaged" in stderr
+    assert not (tmp_path / "lf" / "eval.jsonl").exists() and "Traceback" not in stderr
+
+
+def test_an_output_name_is_found_in_the_build_even_with_a_folder_of_that_name_here(quickstart, tmp_path, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train").mkdir()
+    exported(capsys, quickstart, "train", "openai", tmp_path / "openai")
+    assert len(jsonl(tmp_path / "openai" / "train.jsonl")) == len(rows(quickstart, "train"))
+
+
+def test_verl_and_system_options_refuse_what_they_would_drop_or_add_blank(builder, tmp_path, capsys):
+    prompts = [{"prompt": [{"role": "user", "content": f"{i}+1?"}], "answer": str(i + 1), "split": "test"}
+               for i in range(3)]
+    p = Pipeline("verl")
+    p.output("prompts", p.from_rows(prompts, name="rows"), schema="prompt")
+    builder.build(p)
+    code, _, stderr = export(capsys, builder.out, "prompts", "verl", tmp_path / "verl")
+    assert code == 1 and "has column(s) split, which verl's extra_info fills itself" in stderr
+    code, _, stderr = export(capsys, builder.out, "prompts", "openai", tmp_path / "openai", "--system", "  ")
+    assert code == 1 and "--system is blank" in stderr

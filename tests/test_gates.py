@@ -435,3 +435,21 @@ def test_an_output_held_back_by_a_gate_does_not_keep_an_earlier_builds_data(buil
     with pytest.raises(GateError):
         builder.build(branching())
     assert not (builder.out / "dpo").exists() and (builder.out / "lengths").exists()
+
+
+def test_coverage_reads_expected_values_as_the_columns_type_and_refuses_null(builder):
+    rows = [{**r, "score": float(i % 3)} for i, r in enumerate(ROWS)]
+    builder.build(gated(rows, min_coverage=1.0, column="score", expected=[0, 1, 2]))  # ints against floats
+    assert read_manifest(builder.out)["gates"][0]["measured"] == 1.0
+    for missing in (None, float("nan")):
+        with pytest.raises(CompileError, match="expected= holds None or NaN, which is never counted as present"):
+            gated(rows, min_coverage=1.0, column="score", expected=[0, missing]).compile()
+
+
+def test_numpy_bounds_are_numbers_and_a_value_just_short_of_its_bound_is_told_apart(builder):
+    import numpy as np
+
+    builder.build(gated(ROWS, min_rows=np.int64(len(KEPT))))
+    rows = [{**r, "margin": 1.0} for r in ROWS[:40]] * 500 + [{**ROWS[0], "margin": 0.1}]
+    with pytest.raises(GateError, match=r"is 0\.99995 \(19,999 of 20,000 rows\), below 1"):
+        builder.build(gated(rows[:19_999] + rows[-1:], min_margin_share=1.0, min_margin=0.5))

@@ -67,7 +67,7 @@ def find_output(ref: str, out: Path | str = "out", allow_empty: bool = False) ->
     out, folder = Path(out), Path(ref)
     if (folder / DATA).exists() and (folder.parent / "manifest.json").exists():
         out, name = folder.parent, folder.name
-    elif "/" in ref or folder.exists():
+    elif "/" in ref:
         raise DataflowError(f"{ref}: not a build output folder (a folder OUT/NAME with {DATA}, in a build folder "
                             f"with manifest.json); give an output name with --out, or the output's folder")
     else:

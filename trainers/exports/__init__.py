@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if misplaced:
         raise DataflowError(f"{', '.join(misplaced)}: not an option of --format {args.format}; see "
                             f"`dataflow export --help` for which format reads which option")
+    if args.system is not None and not args.system.strip():
+        raise DataflowError("--system is blank: give the system prompt's text, or leave --system out")
     fmt = FORMATS[args.format]
     data = find_output(args.name, args.out)
     require_schema(data, fmt.accepts, f"--format {args.format}")

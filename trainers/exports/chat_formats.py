@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from dataflow.trainers.exports.records import TURNS_COLUMN, check_alternating, single_reply
+from dataflow.trainers.exports.records import TURNS_COLUMN, check_alternating, row_error, single_reply
 from dataflow.trainers.exports.writing import ExportDir
 from dataflow.trainers.inputs import BuildOutput
 
@@ -26,7 +26,18 @@ SHAREGPT_TAGS = {"system": "system", "user": "human", "assistant": "gpt", "tool"
 
 
 def openai_row(data: BuildOutput, row: Row) -> Row:
+    """A fine-tuning line, checked as OpenAI checks the file: an assistant turn to learn, and no tool turn
+    (OpenAI takes one only with the id of an assistant's tool call, which a record does not hold)."""
+    column = TURNS_COLUMN[data.schema]
+    tool = next((i for i, turn in enumerate(row[column]) if turn["role"] == "tool"), None)
+    if tool is not None:
+        raise row_error(data, row, f"{column}[{tool}]", "a tool turn, which OpenAI's fine-tuning format takes only "
+                        "with the tool_call_id of an assistant's tool call", "drop or rewrite tool turns in the "
+                        "pipeline and build again, or export with --format sharegpt")
     if data.schema != "preference":
+        if not any(turn["role"] == "assistant" for turn in row["messages"]):
+            raise row_error(data, row, "messages", "no assistant turn, so OpenAI's fine-tuning has nothing to learn",
+                            "drop rows without a reply in the pipeline and build again")
         return {"messages": row["messages"]}
     return {"input": {"messages": row["prompt"]},
             "preferred_output": [single_reply(data, row, "chosen", "OpenAI's DPO format")],

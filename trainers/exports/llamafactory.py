@@ -47,10 +47,10 @@ def dataset_entry(file_name: str, style: str, ranking: bool) -> dict[str, Any]:
 
 def write_llamafactory(data: BuildOutput, frame: pl.DataFrame, target: ExportDir, style: str) -> list[str]:
     convert = alpaca_row if style == "alpaca" else sharegpt_row
+    info = target.earlier_json(INFO) or {}  # read first: a damaged one stops the export before anything is written
     path = target.jsonl(f"{data.name}.jsonl", (convert(data, row) for row in frame.iter_rows(named=True)),
                         frame.height)
     ranking = data.schema == "preference"
-    info = json.loads(target.earlier_text(INFO) or "{}")
     info[data.name] = dataset_entry(path.name, style, ranking)
     target.text(INFO, json.dumps(info, indent=2, ensure_ascii=False) + "\n", shared=True)
     return [(f"LLaMA-Factory: dataset_dir: {target.root.resolve()}, dataset: {data.name}, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from dataflow.errors import DataflowError
 from dataflow.trainers.exports.records import row_error
 from dataflow.trainers.exports.writing import ExportDir
 from dataflow.trainers.inputs import BuildOutput
@@ -18,6 +19,11 @@ PLACED = ("prompt", "answer", "split", "index")  # record columns that are not c
 
 
 def write_verl(data: BuildOutput, frame: pl.DataFrame, target: ExportDir, split: str, data_source: str) -> list[str]:
+    taken = [c for c in ("split", "index") if c in frame.columns]
+    if taken:
+        raise DataflowError(f"output '{data.name}' has column(s) {', '.join(taken)}, which verl's extra_info fills "
+                            f"itself (split from --split, index from the row's position): rename them in the "
+                            f"pipeline (e.g. node.rename({{'{taken[0]}': 'source_{taken[0]}'}})) and build again")
     blank = frame.filter(pl.col("answer").is_null() | (pl.col("answer").str.strip_chars() == ""))
     if blank.height:
         raise row_error(data, blank.row(0, named=True), "answer", "empty, and verl's reward compares each response "

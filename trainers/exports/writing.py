@@ -40,7 +40,11 @@ class ExportDir:
         if self.root.exists() and not self.root.is_dir():
             raise DataflowError(f"--to {self.root}: a file, not a folder; give a folder to export into")
         if (self.root / RECORD).exists():
-            return json.loads((self.root / RECORD).read_text())["files"]
+            try:
+                return json.loads((self.root / RECORD).read_text())["files"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                raise DataflowError(f"--to {self.root}: its {RECORD}, which says what earlier exports wrote there, is "
+                                    f"damaged ({exc}); export into a new folder") from exc
         present = sorted(p.name for p in self.root.iterdir()) if self.root.exists() else []
         if present:
             shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
@@ -75,7 +79,9 @@ class ExportDir:
             raise
         os.replace(partial, path)
         self.files[name]["rows"] = rows
-        (self.root / RECORD).write_text(json.dumps({"files": self.files}, indent=1) + "\n")
+        record = self.root / f".{RECORD}.partial"
+        record.write_text(json.dumps({"files": self.files}, indent=1) + "\n")
+        os.replace(record, self.root / RECORD)
         self.written.append(Written(path, rows))
         return path
 
@@ -92,9 +98,15 @@ class ExportDir:
 
         return self._commit(name, write, count)
 
-    def earlier_text(self, name: str) -> str | None:
-        """The text of file ``name`` as an earlier export into this folder wrote it (None: there is none)."""
-        return (self.root / name).read_text() if name in self.files and (self.root / name).exists() else None
+    def earlier_json(self, name: str) -> Any:
+        """The JSON of file ``name`` as an earlier export into this folder wrote it (None: there is none)."""
+        if name not in self.files or not (self.root / name).exists():
+            return None
+        try:
+            return json.loads((self.root / name).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataflowError(f"{self.root / name}, written by an earlier export, is damaged ({exc}); export into a "
+                                f"new folder, or remove the file and export every output of the folder again") from exc
 
     def text(self, name: str, text: str, shared: bool = False) -> Path:
         """A config file; ``shared``: written by every export of this format into the folder (e.g. an index)."""
