@@ -176,6 +176,8 @@ REJECTED = {  # name: (files, pipeline source, rows in, rows out) with on_error=
 READ = {  # inputs that are fine once read right: name -> (files, pipeline source, rows, column values)
     "a gzip-compressed file": ({"in.jsonl.gz": gzip.compress(GOOD.encode())}, read("read_jsonl", "in.jsonl.gz"), ["a", "b"]),
     "a byte-order mark": ({"in.jsonl": "\ufeff" + GOOD}, read("read_jsonl", "in.jsonl"), ["a", "b"]),
+    "a byte-order mark in a gzip file": ({"in.jsonl.gz": gzip.compress(("\ufeff" + GOOD).encode())},
+                                         read("read_jsonl", "in.jsonl.gz"), ["a", "b"]),
     "repeated keys, the last one wins": ({"in.jsonl": '{"text": "x", "text": "a"}\n{"text": "b"}\n'},
                                           read("read_jsonl", "in.jsonl"), ["a", "b"]),
     "CRLF line ends": ({"in.jsonl": GOOD.replace("\n", "\r\n")}, read("read_jsonl", "in.jsonl"), ["a", "b"]),

@@ -89,7 +89,7 @@ BAD = [b'{"a": ', b'[1, 2]', b'"text"', b'1,2', b'{"a": "x"} {"a": "y"}', b'{"a"
 
 def reference(data: bytes, where: str, node: str, on_error: str):
     """The module's rules applied line by line, simply: (frame, rejects), or the error's message."""
-    data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data.removeprefix(b"\xef\xbb\xbf")
+    data = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).removeprefix(b"\xef\xbb\xbf")
     good, rejects = [], []
     for number, raw in enumerate(io.BytesIO(data), 1):
         if not raw.strip():

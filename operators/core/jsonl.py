@@ -96,10 +96,8 @@ def open_lines(path: Path):
     """A file's bytes: gzip-compressed files decompressed, a UTF-8 byte-order mark left out."""
     with open(path, "rb") as fh:
         start = fh.read(4)
-    if start[:2] == b"\x1f\x8b":
-        return _Gzip(path, "rb")
-    fh = open(path, "rb")
-    fh.seek(3 if start[:3] == b"\xef\xbb\xbf" else 0)
+    fh = _Gzip(path, "rb") if start[:2] == b"\x1f\x8b" else open(path, "rb")
+    fh.seek(3 if fh.read(3) == b"\xef\xbb\xbf" else 0)
     return fh
 
 
