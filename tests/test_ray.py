@@ -289,3 +289,36 @@ def test_an_unreachable_address_fails_in_seconds_with_the_fix(tmp_path):
     assert run.returncode != 0
     assert "--address 127.0.0.1:9: cannot reach a Ray cluster there" in run.stderr
     assert "ray start --head" in run.stderr
+
+
+def test_maps_over_the_whole_input_and_one_to_many_joins_give_the_local_rows(tmp_path):
+    def pipeline() -> Pipeline:
+        p = Pipeline("whole")
+        rows = p.from_rows([{"x": float(i), "tag": "ab"[i % 2]} for i in range(10)], name="rows")
+        mapped = rows.map(centered=pl.col("x") - pl.col("x").mean(), rank=pl.col("x").rank("ordinal"), name="mapped")
+        tags = p.from_rows([{"tag": "a", "n": 1}, {"tag": "a", "n": 2}, {"tag": "b", "n": 3}], name="tags")
+        joined = mapped.join(tags, on="tag", name="joined")  # every 'a' row matches two tags
+        p.output("kept", joined.filter(pl.col("n") != 2, name="not_two").dedup("x", name="deduped"))
+        return p
+
+    built(pipeline(), tmp_path / "local", "local")
+    built(pipeline(), tmp_path / "ray", "ray")
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+    kept = pl.read_parquet(tmp_path / "ray" / "kept" / DATA)
+    assert kept["centered"].to_list() == [i - 4.5 for i in range(10)] and kept["rank"].to_list() == list(range(1, 11))
+    assert kept["id"].to_list() == [f"rows-{i + 1}+tags-1" if i % 2 == 0 else f"rows-{i + 1}" for i in range(10)]
+
+
+def test_a_polars_error_on_a_worker_is_the_local_one_line(tmp_path):
+    def pipeline() -> Pipeline:
+        p = Pipeline("cast")
+        p.output("o", p.from_rows([{"n": "1"}, {"n": "x"}], name="rows").cast({"n": int}, name="casted"))
+        return p
+
+    messages = []
+    for executor in ("local", "ray"):
+        with pytest.raises(DataflowError) as failed:
+            built(pipeline(), tmp_path / executor, executor)
+        messages.append(str(failed.value))
+    assert messages[1].startswith("node 'casted' failed: conversion from `str` to `i64` failed in column 'n'")
+    assert "ray::" not in messages[1] and messages[0].split(" for ")[0] == messages[1].split(" for ")[0]

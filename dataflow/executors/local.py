@@ -57,6 +57,14 @@ class _Chain:
         return self.base.with_columns(stage.otherwise(None).alias(STAGE))
 
 
+def operator_failure(name: str, exc: BaseException) -> DataflowError | None:
+    """A polars or file error an operator raised (collecting inside apply) as one line naming its node; None
+    for any other error."""
+    if isinstance(exc, (pl.exceptions.PolarsError, OSError)):
+        return DataflowError(f"node '{name}' failed: {str(exc).splitlines()[0]}")
+    return None
+
+
 def count_rows(path: Path) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item() if path.exists() else 0
 
@@ -149,9 +157,7 @@ class LocalExecutor:
 
     def _failure(self, name: str, exc: BaseException) -> BaseException | None:
         """The error to raise for a node that failed with ``exc``; None (or ``exc``) to raise ``exc`` as it is."""
-        if isinstance(exc, (pl.exceptions.PolarsError, OSError)):  # raised by an operator collecting inside apply
-            return DataflowError(f"node '{name}' failed: {str(exc).splitlines()[0]}")
-        return None
+        return operator_failure(name, exc)
 
     def _add_to_chain(self, name: str) -> None:
         """Extend the parent's filter chain (or start one) with this view."""

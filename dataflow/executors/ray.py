@@ -3,8 +3,9 @@ with the work of each node on a Ray cluster (see ``ray_cluster`` for which one).
 
 Where each kind of node runs:
 
-- sources and views (filters) run on the driver, as in the local executor: a source reads files once,
-  and a filter's expression may aggregate over its whole input (``col > col.mean()``), so it is not split;
+- sources, views (filters) and maps by expression run on the driver, as in the local executor: a source
+  reads files once, and an expression may aggregate over its whole input (``col > col.mean()``,
+  ``col - col.mean()``, ``rank()``), so it is not split;
 - row and batch nodes run as Ray Data ``map_batches`` over contiguous row ranges of their stored input,
   each worker reading its range from the store's Parquet as Arrow; CPUs and GPUs per task are the
   operator's ``num_cpus`` and ``num_gpus`` runtime fields where it has them (1 and 0 otherwise);
@@ -39,6 +40,7 @@ from dataflow.executors.ray_llm import model_specs, sharded_models
 from dataflow.executors.ray_minhash import minhash_dedup
 from dataflow.executors.ray_tasks import NodeJob, StoredInput, merged_metrics, row_ranges
 from dataflow.operator import Context, Kind, Operator, normalized_rejects
+from dataflow.operators.core.basic import WithColumns
 from dataflow.operators.core.combine import Concat
 from dataflow.operators.core.dedup import ExactDedup
 from dataflow.operators.core.sampling import Sample, SplitPart
@@ -66,7 +68,7 @@ ONE_WORKER = {
 def placement(op: Operator) -> str:
     """Where a node of this operator runs (see the module docstring)."""
     kind = Kind(op.kind)
-    if kind in (Kind.SOURCE, Kind.VIEW) or model_specs(op):
+    if kind in (Kind.SOURCE, Kind.VIEW) or isinstance(op, WithColumns) or model_specs(op):
         return DRIVER
     if kind in (Kind.ROW, Kind.BATCH) and op.inputs_count == 1:
         return RANGES

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from dataflow.errors import DataflowError
+from dataflow.executors.local import operator_failure
 
 RAY_MISSING = "--executor ray needs Ray: pip install -e '.[ray]' (the 'ray' extra: ray[data])"
 CONNECT_TIMEOUT_S = 5.0
@@ -120,7 +121,7 @@ def check_shippable(ops: dict[str, Any]) -> None:
 
 def cluster_error(node: str, exc: BaseException) -> DataflowError | None:
     """What a failure on the cluster means for a node: a lack of memory, with the fix; else the operator's
-    own error as the local executor gives it; None for anything else."""
+    own error (or its polars or file error) as the local executor gives it; None for anything else."""
     chain = []
     while exc is not None and exc not in chain:
         chain.append(exc)
@@ -131,4 +132,6 @@ def cluster_error(node: str, exc: BaseException) -> DataflowError | None:
             f"node '{node}' ran out of memory on the Ray cluster ({short}); nothing of it was committed and "
             f"every finished node is kept: give the workers more memory (`ray start --object-store-memory BYTES "
             f"--memory BYTES`), add nodes, or split the input into smaller pieces upstream, then build again")
-    return next((e for e in chain if isinstance(e, DataflowError)), None)
+    own = [e for e in chain if not type(e).__name__.startswith("RayTaskError")]  # Ray's wrappers add a traceback
+    return next((e for e in own if isinstance(e, DataflowError)), None) or \
+        next((failure for e in own if (failure := operator_failure(node, e))), None)

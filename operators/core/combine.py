@@ -31,8 +31,9 @@ class Concat(Operator):
 class Join(Operator):
     """Joins the left input with the right one on key columns; the left row's id is kept.
 
-    The right row's id becomes ``id<suffix>``. With ``how='inner'`` left rows without a match
-    go to rejects (reason ``no_match``).
+    The right row's id becomes ``id<suffix>``. A left row that matches several right rows gives one row
+    for each, with the id ``<left id>+<right id>`` (ids stay unique). With ``how='inner'`` left rows
+    without a match go to rejects (reason ``no_match``).
     """
 
     on: tuple[str, ...]
@@ -57,8 +58,10 @@ class Join(Operator):
         return super().output_schema(left, right)
 
     def apply(self, left: pl.LazyFrame, right: pl.LazyFrame, ctx: Context) -> Result:
-        joined = left.join(right, on=list(self.on), how=self.how, suffix=self.suffix,
-                           maintain_order="left")
+        joined = left.join(right, on=list(self.on), how=self.how, suffix=self.suffix, maintain_order="left")
+        repeated = pl.len().over("id") > 1
+        joined = joined.with_columns(pl.when(repeated).then(pl.col("id") + "+" + pl.col(f"id{self.suffix}"))
+                                     .otherwise(pl.col("id")).alias("id"))
         rejects = None
         if self.how == "inner":
             rejects = left.join(right, on=list(self.on), how="anti").select(
