@@ -129,8 +129,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     last = (read_runs(args.out) or [{}])[-1]
     if last.get("status") not in (None, "ok") and last.get("run_id") != manifest.get("run_id"):
         print(f"note: this is the last build that finished; the build after it (run {last.get('run_id')}, started "
-              f"{last.get('started')}) ended with status '{last.get('status')}': `dataflow report --format html` "
-              f"shows what it did")
+              f"{last.get('started')}) ended with status '{last.get('status')}': the {args.out}/report.html it "
+              f"wrote shows what it did (`dataflow report --format html` would replace it with this build's)")
     return 0
 
 

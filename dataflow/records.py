@@ -248,14 +248,15 @@ def unfinished_manifest(store: Store, pipeline: Any, plans: dict[str, NodePlan],
             meta = read_node_meta(store.entry(plan.fingerprint))
             if not plan.cached:
                 stats.status, stats.seconds = "view" if meta.get("view_of") else "built", meta.get("seconds", 0.0)
+                stats.reason = plan.reason
         else:
             stats = NodeStats(name, plan.components["op"].rsplit(".", 1)[-1], "not built", plan.fingerprint,
                               None, None, 0, 0.0, plan.reason)
         nodes[name] = {**asdict(stats), "inputs": list(plan.components["inputs"]),
                        "store": str(store.entry(plan.fingerprint).relative_to(store.out)),
                        "components": plan.components, "params": plan.shown_params}
-    return {"pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None), "started": run["started"],
-            "finished": run.get("finished"), "seconds": run.get("seconds"), "status": run["status"],
+    return {"pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None), "run_id": run.get("run_id"),
+            "started": run["started"], "finished": run.get("finished"), "seconds": run.get("seconds"), "status": run["status"],
             "params": pipeline.params, "versions": _versions(), "nodes": nodes, "outputs": {}, "gates": []}
 
 
@@ -263,6 +264,11 @@ def read_manifest(out: Path) -> dict[str, Any]:
     """The manifest of the latest build in ``out``."""
     path = Path(out) / MANIFEST
     if not path.exists():
+        runs = read_runs(Path(out)) if runs_path(Path(out)).exists() else []
+        if runs:
+            raise DataflowError(f"no build in {out}/ has finished yet: the last one (run {runs[-1].get('run_id')}) "
+                                f"ended with status '{runs[-1].get('status')}'; {Path(out) / 'report.html'}, which it "
+                                f"wrote, shows what it did. Run the same build again to resume it.")
         raise DataflowError(f"no build found in {out}/ (no manifest.json); run `dataflow build PIPELINE.py"
                             f" --out {out}` first, or pass --out to point at a build")
     return json.loads(path.read_text())

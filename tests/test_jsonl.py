@@ -266,7 +266,7 @@ def test_the_compile_time_schema_is_the_schema_the_build_reads(tmp_path, monkeyp
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(lines) + "\n")
     try:
-        schema = jsonl.file_schema(path, "f")
+        schema = jsonl.file_schema(path, "f", "reject")
     except DataflowError as exc:
         assert "no valid JSON object" in str(exc) or "is empty" in str(exc)
         return

@@ -282,7 +282,8 @@ def test_an_interrupted_build_reports_what_finished_and_marks_the_rest(tmp_path)
     statuses = re.findall(r'<g class="node" data-status="([^"]+)"><title>(\w+)', (out / "report.html").read_text())
     assert dict((n, s) for s, n in statuses) == {"src": "built", "deduped": "built", "measured": "not built",
                                                  "long": "not built"}
-    with pytest.raises(DataflowError, match="no build found"):  # no build finished here yet
+    with pytest.raises(DataflowError, match=r"no build in .* has finished yet: the last one \(run \w+\) ended with "
+                                            r"status 'interrupted'"):
         report.write(out)
 
 
@@ -333,22 +334,24 @@ def test_every_example_pipelines_report_opens_in_the_browser(browser, example_bu
 
 # -- distributions and samples, against a reading of their definition --------------------------------------------
 def histogram_by_hand(values: list[float | None], integer: bool) -> tuple | None:
-    """(bins, rows, missing, mean, median) of ``values`` as the report defines them, in plain Python."""
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    finite = sorted(v for v in present if math.isfinite(v))
+    """(bins, rows, missing, mean, median) of ``values`` as the report defines them, in plain Python: a value is
+    in the last bin whose shown start is at most the value; null, NaN and infinite values are missing."""
+    finite = sorted(v for v in values if v is not None and math.isfinite(v))
     if not finite:
         return None
     low, high = finite[0], finite[-1]
     if (integer and high - low < distributions.BINS) or low == high:
         start, width, count = low - 0.5, 1.0, int(high - low) + 1
     else:
-        start, width, count = low, (high - low) / distributions.BINS, distributions.BINS
+        start, width, count = low, high / distributions.BINS - low / distributions.BINS, distributions.BINS
+    starts = [(start / 2 + i * (width / 2)) * 2 for i in range(count + 1)]  # start + i * width, without overflow
     per_bin = [0] * count
     for v in finite:
-        per_bin[min(max(math.floor((v - start) / width), 0), count - 1)] += 1
-    bins = [(start + i * width, start + (i + 1) * width, n) for i, n in enumerate(per_bin)]
+        per_bin[max([i for i, s in enumerate(starts[:-1]) if s <= v] or [0])] += 1
+    bins = [(starts[i], starts[i + 1], n) for i, n in enumerate(per_bin)]
     n = len(finite)
-    return bins, n, len(values) - len(present), math.fsum(finite) / n, (finite[(n - 1) // 2] + finite[n // 2]) / 2
+    mean = math.fsum(v / 2**600 for v in finite) / n * 2**600  # scaled by a power of two: no overflow near ±1e308
+    return bins, n, len(values) - n, mean, finite[(n - 1) // 2] / 2 + finite[n // 2] / 2
 
 
 def random_columns(seed: int) -> tuple[pl.DataFrame, set[str]]:
@@ -364,6 +367,8 @@ def random_columns(seed: int) -> tuple[pl.DataFrame, set[str]]:
         return out
 
     columns = {"floats": holes(rng.normal(size=n) * 10.0 ** rng.integers(-3, 6), math.nan, math.inf, -math.inf),
+               "huge": holes(rng.choice([-1.7e308, 1.7e308, 0.0], n)),  # a range past the largest float
+               "edges": holes(rng.choice([0.0, 0.235, 0.47, 4.7], n)),  # values on the edges of bins
                "small_ints": holes(rng.integers(-3, 20, n)), "large_ints": holes(rng.integers(-10**9, 10**9, n)),
                "ties": holes(rng.choice([0.0, 1.0, 2.5], n), math.nan), "constant": [4.0] * n,
                "skewed": holes(rng.exponential(size=n) ** 4), "empty": [None] * n, "nan": [math.nan] * n}
@@ -452,3 +457,71 @@ def test_samples_pick_every_row_as_often(tmp_path, monkeypatch):
     assert all(240 <= c <= 360 for c in counts), counts  # 300 expected each
     assert examples.sampled(pl.scan_parquet(path), 20)["i"].to_list() == list(range(8))
     assert examples.sampled(pl.scan_parquet(path).head(0), 3).height == 0
+
+
+def test_two_builds_in_one_second_are_compared_and_a_failed_first_build_is_named(tmp_path):
+    def pipeline(cut: int, fail: bool = False) -> Pipeline:
+        p = Pipeline("quick")
+        src = p.from_rows([{"n": i} for i in range(100)], name="src")
+        kept = src.filter(pl.col("n") >= cut, reason="small", name="kept")
+
+        @row_op(inputs={"n": int}, outputs={"m": int})
+        def boom(row):
+            if fail:
+                raise ValueError("no")
+            return {"m": row["n"]}
+
+        p.output("o", kept.apply(boom, name="boom"))
+        return p
+
+    out = tmp_path / "out"
+    with pytest.raises(DataflowError):
+        build(pipeline(10, fail=True), out, Progress(io.StringIO()))
+    with pytest.raises(DataflowError, match=r"no build in .* has finished yet: the last one \(run \w+\) ended with "
+                                            r"status 'failed'; .*report.html, which it wrote, shows what it did"):
+        report.write(out)
+    html = (out / "report.html").read_text()
+    assert re.search(r"<td>src</td><td>FromRows</td><td class=\"status\">built</td>.*?<td>new node \(not built before\)</td>", html)
+    build(pipeline(10), out, Progress(io.StringIO()))
+    build(pipeline(50), out, Progress(io.StringIO()))  # most likely in the same second as the one before
+    changes = (out / "report.html").read_text().split('id="changes"')[1]
+    assert '<td>kept</td><td class="n">90</td><td class="n">50</td>' in changes
+
+
+def test_the_report_names_skipped_outputs_counts_every_reason_and_shows_the_compared_turns(tmp_path):
+    from dataflow.operators import ExactDedup
+
+    p = Pipeline("parts")
+    rows = p.from_rows([{"n": i, "messages": [{"role": "user", "content": f"q{i % 3}"},
+                                              {"role": "assistant", "content": f"answer {i}"}]} for i in range(60)],
+                       name="src")
+
+    @row_op(inputs={"n": int}, outputs={"kept": bool}, on_error="reject")
+    def reasons(row):
+        if row["n"] < 50:
+            raise Rejection(f"reason {row['n'] // 2:02d}")  # 25 reasons of 2 rows each
+        return {"kept": True}
+
+    many = rows.apply(reasons, name="many")
+    p.output("by_prompt", rows.apply(ExactDedup(("messages",), roles=("user",)), name="by_prompt"))
+    p.output("held", many.gate(min_rows=100, warn=False))
+    with pytest.raises(DataflowError):
+        build(p, tmp_path / "out", Progress(io.StringIO()))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "A failed gate skipped output(s) held, not written." in html
+    assert "and 5 other reasons (10 rows), none with more rows than the reasons shown" in html
+    assert '"reason": "(other reasons)", "rows": 10}' in html  # the chart's bars add up to every reject
+    clusters = html.split('id="duplicates"')[1]
+    assert "q0" in clusters and "answer 3" not in clusters  # the user turns compared, not the answers
+
+
+def test_a_pyramid_mark_is_the_threshold_the_operator_used_when_scores_hold_nan(tmp_path):
+    scores = [math.nan if i % 3 == 0 else float(i) for i in range(90)]
+    p = Pipeline("tiers")
+    rows = p.from_rows([{"score": s} for s in scores], name="src")
+    p.output("top", rows.apply(PyramidSample(score="score", shares={"top": 0.5, "rest": 0.5}, size=20,
+                                             quantiles={"top": 0.5, "rest": None}), name="pyramid"))
+    build(p, tmp_path / "out", Progress(io.StringIO()))
+    (mark,) = distributions.tier_minimums(StoredBuild(read_manifest(tmp_path / "out"), tmp_path / "out"), "pyramid",
+                                          "score").values()
+    assert mark == pl.Series([s for s in scores if not math.isnan(s)]).quantile(0.5, "nearest")

@@ -98,12 +98,12 @@ def test_csv_that_is_not_utf8_names_the_line(builder, tmp_path):
         build_one(builder, lambda p: p.read_csv(tmp_path / "d.csv", name="s"))
 
 
-@pytest.mark.parametrize("text, message", [("", "is empty: it holds no JSON lines"),
-                                           ("\n  \n", "is empty: it holds no JSON lines"),
-                                           ("{bad\n[1]\n", "no valid JSON object on any line: all 2 non-blank lines "
-                                                            "are bad \\(line 1: ")])
-@pytest.mark.parametrize("on_error", ["raise", "reject"])
-def test_a_jsonl_file_without_a_good_line_is_a_compile_error(tmp_path, text, message, on_error):
+@pytest.mark.parametrize("text, on_error, message", [
+    ("", "raise", "is empty: it holds no JSON lines"), ("\n  \n", "reject", "is empty: it holds no JSON lines"),
+    ("{bad\n[1]\n", "reject", "no valid JSON object on any line: all 2 non-blank lines are bad \\(line 1: "),
+    ("{bad\n[1]\n", "raise", "line 1: Expecting property name enclosed in double quotes at column 2"),
+    ('{"n": 1}\n{"n": 2}\n{"n": "x"}\n', "raise", "line 3: field 'n' is a string here but a number")])
+def test_a_jsonl_file_without_a_good_line_or_with_a_bad_one_is_a_compile_error(tmp_path, text, on_error, message):
     path = tmp_path / "empty.jsonl"
     path.write_text(text)
     p = Pipeline("empty")

@@ -6,6 +6,7 @@ each output's records, and the values of coverage columns (topics, personas, tem
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -20,6 +21,7 @@ BINS = 30
 MEASURED_FAMILIES = ("core", "curation", "rewards")  # whose integer columns are measures (elsewhere: counters)
 COVERAGE_NAMES = ("topic", "persona", "template", "scenario", "product", "category", "domain", "skill", "tier",
                   "difficulty", "language", "verifier")
+SCALE_DOWN = 2.0 ** -600  # values times this sum without overflow (exact: a power of two)
 FINE_BINS = 4096  # the median is looked for in these bins, then among the values of the one holding it
 MOST_HELD = 65536  # values of a bin read at once; a bin holding more is binned again
 MOST_VALUES = 40  # a coverage chart shows this many values at most; a column with more distinct values is an id
@@ -34,7 +36,7 @@ class Histogram:
     column: str
     bins: list[tuple[float, float, int]]  # (start, end, rows)
     rows: int  # rows with a value
-    missing: int  # null or NaN: unscored, unmeasured
+    missing: int  # null, NaN or infinite: unscored, unmeasured, or no value a bin holds
     mean: float | None
     median: float | None
     marks: list[tuple[str, float]] = field(default_factory=list)  # (label, value), e.g. ("pyramid top", 4.1)
@@ -79,7 +81,7 @@ def histograms(frame: pl.LazyFrame, node: str, columns: dict[str, pl.Expr], inte
         if (label in integers and high - low < BINS) or low == high:
             low, width, count = low - 0.5, 1.0, int(high - low) + 1
         else:
-            width, count = (high - low) / BINS, BINS
+            width, count = high / BINS - low / BINS, BINS  # not (high - low) / BINS: that overflows near ±1e308
         shapes[label] = (low, width, count)
     finite = {label: values.select(v=label).filter(pl.col("v").is_finite()) for label in shapes}
     counted = pl.collect_all([  # per bin and fine bin: its rows, least and greatest value
@@ -90,32 +92,52 @@ def histograms(frame: pl.LazyFrame, node: str, columns: dict[str, pl.Expr], inte
     for (label, (low, width, count)), table in zip(shapes.items(), counted):
         per_bin = dict(table.group_by("bin").agg(pl.col("n").sum()).iter_rows())
         rows = summary[f"{label}\0rows"]
-        found.append(Histogram(node, label, [(low + i * width, low + (i + 1) * width, per_bin.get(i, 0))
+        found.append(Histogram(node, label, [(edge(low, width, i), edge(low, width, i + 1), per_bin.get(i, 0))
                                              for i in range(count)],
-                               rows, summary[f"{label}\0missing"], summary[f"{label}\0mean"],
+                               rows, summary[f"{label}\0missing"], _mean(summary, label),
                                _median(finite[label], table, rows)))
     return found
 
 
 def _summary(label: str) -> list[pl.Expr]:
-    """A column's least, greatest and mean finite value, its finite values and its null or NaN ones, as
-    streaming aggregations."""
+    """A column's least, greatest and mean finite value, its finite values and the others (null, NaN,
+    infinite), as streaming aggregations."""
     value = pl.col(label)
     finite = pl.when(value.is_finite()).then(value)
     return [finite.min().alias(f"{label}\0min"), finite.max().alias(f"{label}\0max"),
-            finite.mean().alias(f"{label}\0mean"), finite.count().alias(f"{label}\0rows"),
-            (value.is_null() | value.is_nan()).sum().alias(f"{label}\0missing")]
+            finite.mean().alias(f"{label}\0mean"), (finite * SCALE_DOWN).mean().alias(f"{label}\0scaled mean"),
+            finite.count().alias(f"{label}\0rows"),
+            (value.count() + value.null_count() - finite.count()).alias(f"{label}\0missing")]
+
+
+def _mean(summary: dict[str, float], label: str) -> float | None:
+    """The mean; where summing the values overflows (near ±1e308), the mean of the values scaled down (by a
+    power of two, so exactly) and scaled up again."""
+    mean = summary[f"{label}\0mean"]
+    return mean if mean is None or math.isfinite(mean) else summary[f"{label}\0scaled mean"] / SCALE_DOWN
+
+
+def edge(low: float, width: float, i: float | pl.Expr) -> float | pl.Expr:
+    """Where bin ``i`` starts: ``low + i * width``, halved and doubled (exactly) so that it does not overflow
+    near ±1e308."""
+    return (low / 2 + i * (width / 2)) * 2
 
 
 def _bin(low: float, width: float, count: int) -> pl.Expr:
-    return ((pl.col("v") - low) / width).floor().clip(0, count - 1).cast(pl.Int32)
+    """The bin of each value: the last one whose start (``edge``) is at most the value, so a value on an edge
+    is in the bin it starts."""
+    guess = (pl.col("v") / width - low / width).floor().clip(0, count - 1).cast(pl.Int32)  # no overflow
+    below = edge(low, width, guess.cast(pl.Float64)) > pl.col("v")
+    above = (edge(low, width, (guess + 1).cast(pl.Float64)) <= pl.col("v")) & (guess < count - 1)
+    return (guess - below.cast(pl.Int32) + above.cast(pl.Int32)).clip(0, count - 1)
 
 
 def _fine(low: float, high: float) -> pl.Expr:
     """One of ``FINE_BINS`` equal bins over [low, high], to find the median in: only its order matters."""
     if low == high:
         return pl.lit(0, pl.Int32)
-    return ((pl.col("v") - low) / ((high - low) / FINE_BINS)).floor().clip(0, FINE_BINS - 1).cast(pl.Int32)
+    width = high / FINE_BINS - low / FINE_BINS
+    return (pl.col("v") / width - low / width).floor().clip(0, FINE_BINS - 1).cast(pl.Int32)
 
 
 def _median(values: pl.LazyFrame, table: pl.DataFrame, rows: int) -> float:
@@ -199,7 +221,7 @@ def tier_minimums(build: StoredBuild, name: str, column: str) -> dict[str, float
     quantiles = build.param(name, "quantiles")
     if not isinstance(quantiles, dict) or not build.inputs(name) or not build.stored(build.inputs(name)[0]):
         return {}
-    scores = pl.col(column).cast(pl.Float64)
+    scores = pl.col(column).cast(pl.Float64).fill_nan(None)  # as the operator reads them: NaN is no score
     row = build.rows(build.inputs(name)[0]).select(
         **{tier: scores.quantile(q, "nearest") for tier, q in quantiles.items() if q is not None}).collect()
     return {tier: value for tier, value in row.row(0, named=True).items() if value is not None}

@@ -139,15 +139,18 @@ def duplicate_clusters(build: StoredBuild) -> list[Cluster]:
 
 
 def _compared_texts(build: StoredBuild, name: str, ids: list[str]) -> dict[str, str]:
-    """The text a dedup step compared for each row id: its ``column`` (or first of ``columns``), else the row."""
-    column = build.param(name, "column") or (build.param(name, "columns") or [None])[0]
+    """The text a dedup step compared for each row id: its ``column``, or its ``columns`` joined by " | ", with
+    only the turns of its ``roles`` in a conversation; else the whole row."""
+    columns = [build.param(name, "column")] if build.param(name, "column") else list(build.param(name, "columns") or [])
+    roles = tuple(build.param(name, "roles") or ())
     upstream = build.inputs(name)[0]
     if not build.stored(upstream):
         return {}
     rows = build.rows(upstream).filter(pl.col("id").is_in(ids))
     schema = rows.collect_schema()
-    if column in schema:
-        table = rows.select("id", column_text(column, schema[column]).alias("text")).collect()
+    if columns and all(c in schema for c in columns):
+        compared = pl.concat_str([column_text(c, schema[c], roles).fill_null("") for c in columns], separator=" | ")
+        table = rows.select("id", compared.alias("text")).collect()
         return {i: cut(t or "") for i, t in table.iter_rows()}
     return {row["id"]: cut(" | ".join(shown_fields(row).values())) for row in rows.collect().iter_rows(named=True)}
 

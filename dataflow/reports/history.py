@@ -14,7 +14,8 @@ from dataflow.reports.stored import StoredBuild
 
 def summary(build: StoredBuild, histograms: list[Histogram]) -> dict[str, Any]:
     manifest = build.manifest
-    return {"build": f"{manifest['started']}/{manifest.get('finished')}/{manifest.get('status', 'ok')}",
+    run = manifest.get("run_id") or manifest["started"]  # builds can start in the same second
+    return {"build": f"{run}/{manifest.get('finished')}/{manifest.get('status', 'ok')}",
             "started": manifest["started"], "run_id": manifest.get("run_id"),
             "rows": {name: node["rows_out"] for name, node in build.nodes.items()},
             "distributions": {h.key: {"rows": h.rows, "mean": h.mean, "median": h.median} for h in histograms}}

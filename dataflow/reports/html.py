@@ -21,6 +21,7 @@ from dataflow.store import Store
 REPORT = "report.html"
 LLM_METRICS = ("llm_calls", "cache_hits", "tokens_in", "tokens_out", "model_load_s")
 DIVERSITY_METRICS = ("distinct_1", "distinct_2", "mean_embedding_distance")
+OTHER_REASONS = "(other reasons)"  # the bar of the reasons a node has past those listed
 
 
 def render(manifest: dict[str, Any], stream: TextIO, out: Path) -> None:
@@ -103,9 +104,11 @@ def _banners(build: StoredBuild) -> str:
                      f'{text(runs[-1].get("status"))}) did not finish; this report shows the last finished build. '
                      f'Run that build again to resume it.</div>')
     skipped = [n for n, node in build.nodes.items() if node["status"] == "skipped"]
-    if skipped:
-        parts.append(f'<div class="banner warn">A failed gate skipped {len(skipped)} node(s): '
-                     f'{text(", ".join(skipped))}.</div>')
+    outputs = [n for n, spec in build.manifest["outputs"].items() if spec.get("skipped")]
+    if skipped or outputs:
+        held = [f"{len(skipped)} node(s): {', '.join(skipped)}"] if skipped else []
+        held += [f"output(s) {', '.join(outputs)}, not written"] if outputs else []
+        parts.append(f'<div class="banner warn">A failed gate skipped {text("; ".join(held))}.</div>')
     return "".join(parts)
 
 
@@ -126,13 +129,18 @@ def _rejects_section(page: Page, build: StoredBuild) -> None:
     if not groups:
         page.section("rejects", "Rejects", paragraph("No row was rejected.", "muted"))
         return
-    chart = page.chart(charts.bars([{"node": g.node, "reason": g.reason, "rows": g.count} for g in groups],
-                                   "node", "rows", "rejected rows by node and reason", color="reason"))
+    bars = [{"node": g.node, "reason": g.reason, "rows": g.count} for g in groups]
     blocks = []
     for node in dict.fromkeys(g.node for g in groups):
         mine = [g for g in groups if g.node == node]
-        more = paragraph(f"and {left_out[node]:,} less frequent reasons", "muted") if left_out.get(node) else ""
+        more = ""
+        if left_out.get(node):
+            rows = build.nodes[node]["rejected"] - sum(g.count for g in mine)
+            bars.append({"node": node, "reason": OTHER_REASONS, "rows": rows})
+            more = paragraph(f"and {left_out[node]:,} other reasons ({rows:,} rows), none with more rows than the "
+                             f"reasons shown", "muted")
         blocks.append(f"<h3>{text(node)}</h3>" + "".join(_reject_group(g) for g in mine) + more)
+    chart = page.chart(charts.bars(bars, "node", "rows", "rejected rows by node and reason", color="reason"))
     page.section("rejects", "Rejects", chart, *blocks)
 
 

@@ -645,16 +645,15 @@ def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
     return pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed"), rejects
 
 
-def surveyed(path: Path, where: str, on_error: str = "reject") -> Survey:
+def surveyed(path: Path, where: str, on_error: str) -> Survey:
     """The first pass over the file, made once per content of the file in a process: the compile-time
-    schema and the build share it. A pass made with ``on_error='raise'`` stops at the first bad line,
-    so it is not kept (a kept one, which goes on, serves both modes)."""
+    schema and the build share it. A pass that ends serves both modes (with ``on_error='raise'`` one
+    ends only if no line is bad: it raises at the first)."""
     version = (str(path.resolve()), file_digest(path))
     survey = _KEPT.surveys.get(version)
     if survey is None:
         survey = survey_jsonl(path, where, on_error)
-        if on_error != "raise":
-            _KEPT.keep(version, survey)
+        _KEPT.keep(version, survey)
     return survey
 
 
@@ -674,29 +673,30 @@ class KeptSurveys:
 _KEPT = KeptSurveys(4)
 
 
-def file_schema(path: Path, where: str) -> pl.Schema:
+def file_schema(path: Path, where: str, on_error: str) -> pl.Schema:
     """The columns of the file's good lines and their types, as the build reads them: each field's kind
     over every line; a nested type as polars reads it from a sample of the lines holding it (a struct
     field or list item type first seen past the sample is missing from it). Remembered under the
-    file's content hash."""
+    file's content hash. With ``on_error='raise'``, a bad line or a field of another kind than most
+    lines hold is an error here, before the build."""
     digest = file_digest(path)
     if (known := remembered_fact(digest, SCHEMA_FACT)) is not None:
         return pl.read_ipc(io.BytesIO(known)).schema
-    schema = _schema_of(path, where, surveyed(path, where))
+    schema = _schema_of(path, where, surveyed(path, where, on_error), on_error)
     stored = io.BytesIO()
     pl.DataFrame(schema=schema).write_ipc(stored)
     remember_fact(digest, SCHEMA_FACT, stored.getvalue())
     return schema
 
 
-def _schema_of(path: Path, where: str, survey: Survey) -> pl.Schema:
+def _schema_of(path: Path, where: str, survey: Survey, on_error: str) -> pl.Schema:
     if not survey.kinds.shapes:
         if survey.problems:
             first = min(survey.problems)
             raise DataflowError(f"{where} has no valid JSON object on any line: all {len(survey.problems)} "
                                 f"non-blank lines are bad (line {first}: {survey.problems[first][1]})")
         raise DataflowError(f"{where} is empty: it holds no JSON lines")
-    usual = survey.kinds.usual_kinds(where, "line", "reject")
+    usual = survey.kinds.usual_kinds(where, "line", on_error)
     held: dict[str, dict[type, int]] = {}  # field -> its kinds in the lines kept -> the first line of each
     for (keys, types), (_, first) in sorted(survey.kinds.shapes.items(), key=lambda shape: shape[1][1]):
         fields = [(key, kind) for key, kind in zip(keys, types) if kind is not type(None)]

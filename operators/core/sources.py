@@ -99,7 +99,7 @@ class ReadJsonl(FileSource):
         return problems
 
     def peek_schema(self) -> pl.Schema:
-        return file_schema(Path(self.path), str(self.path))
+        return file_schema(Path(self.path), str(self.path), self.on_error)
 
     def apply(self, ctx: Context) -> Result:
         where = str(self.path)
