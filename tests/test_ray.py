@@ -150,12 +150,18 @@ def test_minhash_is_distributed_with_the_local_rows_rejects_and_metrics(tmp_path
     assert metrics["lowest_id"]["exact_duplicates"] > 100
 
 
-def test_repeated_ids_fail_the_minhash_node_as_locally(tmp_path):
-    p = Pipeline("repeated")  # a join repeats a row's id for each of its matches
+def test_repeated_ids_fail_the_node_as_locally(tmp_path):
+    @global_op(inputs={"text": str})
+    def twice(table):  # a user's global step that repeats ids
+        return pl.concat([table, table])
+
+    p = Pipeline("repeated")
     docs = p.from_rows([{"topic": t, "text": f"words about {t}"} for t in "abc"], name="docs")
     tags = p.from_rows([{"topic": t, "tag": tag} for t, tag in ("bx", "by", "cz")], name="tags")
-    p.output("o", docs.join(tags, on="topic", name="tagged").apply(MinHashDedup(column="text"), name="near"))
-    with pytest.raises(DataflowError, match="node 'near': the 'id' column has duplicates") as raised:
+    tagged = docs.join(tags, on="topic", name="tagged").apply(twice, name="twice")
+    p.output("o", tagged.apply(MinHashDedup(column="text"), name="near"))
+    with pytest.raises(DataflowError, match=r"node 'twice': the function's result repeats ids, e.g. \['docs-2\+tags-1', "
+                                            r"'docs-2\+tags-2', 'docs-3'\]") as raised:
         built(p, tmp_path / "local", "local")
     with pytest.raises(DataflowError, match=re.escape(str(raised.value))):
         built(p, tmp_path / "ray", "ray")

@@ -234,7 +234,7 @@ def _check_frame(node: str, result: Any, outputs: dict[str, Any], height: int | 
 class GlobalFunction(Operator):
     """Calls ``fn(table: pl.DataFrame)`` once on the whole input.
 
-    It returns the output frame (with ``id`` and the declared output columns), or a pair
+    It returns the output frame (with ``id``, unique, and the declared output columns), or a pair
     ``(output, rejects)`` where ``rejects`` has ``id`` and ``reason`` columns.
     """
 
@@ -261,6 +261,11 @@ class GlobalFunction(Operator):
             raise RowError(ctx.node, f"(whole table of {table.height} rows)", exc) from exc
         output, rejects = returned if isinstance(returned, tuple) else (returned, None)
         _check_frame(ctx.node, output, ["id", *self.outputs], None)
+        repeated = output.filter(pl.col("id").is_duplicated()).get_column("id").unique().sort().head(3).to_list()
+        if repeated:
+            raise DataflowError(f"node '{ctx.node}': the function's result repeats ids, e.g. {repeated}; ids "
+                                f"must stay unique (a later filter or dedup drops rows by id): give each row its own "
+                                f"id, e.g. the id and a counter")
         expected = self.output_schema(table.schema)
         output = output.select(pl.col(c).cast(expected[c]) if c in expected else pl.col(c)
                                for c in output.columns)
