@@ -217,9 +217,13 @@ class InterruptedProgress(Progress):
 
 
 def test_ctrl_c_keeps_finished_nodes_and_commits_nothing_half_way(tmp_path):
-    def pipeline():
+    @row_op(inputs={"n": int}, outputs={"m": int})
+    def add_one(row):
+        return {"m": row["n"] + 1}
+
+    def pipeline():  # row steps run on the cluster (maps by expression run on the driver)
         p, src = numbers()
-        p.output("result", src.map(m=pl.col("n") + 1, name="plus").dedup("text", name="distinct_text"))
+        p.output("result", src.apply(add_one, name="plus").dedup("text", name="distinct_text"))
         return p
 
     out = tmp_path / "out"
