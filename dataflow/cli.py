@@ -120,9 +120,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             written = write(args.out)
         except pl.exceptions.PolarsError as exc:
-            raise DataflowError(f"the report cannot be made from the build in {args.out}/ ({str(exc).splitlines()[0]}); "
-                                f"if a file of the build was changed or cut short, build the pipeline again, which "
-                                f"writes its outputs again") from exc
+            raise DataflowError(f"the report cannot be made from the build in {args.out}/ "
+                                f"({str(exc).splitlines()[0]}); if a file of the build was changed or cut short, "
+                                f"build the pipeline again, which writes its outputs again") from exc
         print(f"wrote {written} (one file: open it in a browser, no network needed)")
         return 0
     manifest = read_manifest(args.out)

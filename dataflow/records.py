@@ -256,8 +256,9 @@ def unfinished_manifest(store: Store, pipeline: Any, plans: dict[str, NodePlan],
                        "store": str(store.entry(plan.fingerprint).relative_to(store.out)),
                        "components": plan.components, "params": plan.shown_params}
     return {"pipeline": pipeline.name, "file": getattr(pipeline, "source_file", None), "run_id": run.get("run_id"),
-            "started": run["started"], "finished": run.get("finished"), "seconds": run.get("seconds"), "status": run["status"],
-            "params": pipeline.params, "versions": _versions(), "nodes": nodes, "outputs": {}, "gates": []}
+            "started": run["started"], "finished": run.get("finished"), "seconds": run.get("seconds"),
+            "status": run["status"], "params": pipeline.params, "versions": _versions(), "nodes": nodes, "outputs": {},
+            "gates": []}
 
 
 def read_manifest(out: Path) -> dict[str, Any]:

@@ -141,7 +141,8 @@ def duplicate_clusters(build: StoredBuild) -> list[Cluster]:
 def _compared_texts(build: StoredBuild, name: str, ids: list[str]) -> dict[str, str]:
     """The text a dedup step compared for each row id: its ``column``, or its ``columns`` joined by " | ", with
     only the turns of its ``roles`` in a conversation; else the whole row."""
-    columns = [build.param(name, "column")] if build.param(name, "column") else list(build.param(name, "columns") or [])
+    column = build.param(name, "column")
+    columns = [column] if column else list(build.param(name, "columns") or [])
     roles = tuple(build.param(name, "roles") or ())
     upstream = build.inputs(name)[0]
     if not build.stored(upstream):
