@@ -617,3 +617,29 @@ def test_a_dialogue_that_must_reach_its_goal_and_never_does_is_rejected(builder)
     assert builder.output("out").height == 0
     assert builder.rejects("synth").select("reason", "detail").row(0) == (
         "no_stop", "the goal was not reached in 2 user turns")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_json_in_a_reply_is_found_whole_nested_or_among_prose(seed):
+    """Objects of random nesting, strings holding braces, between prose and broken braces: every object is
+    found whole, in order; a field is taken from the first object holding it."""
+    from dataflow.operators.generation.base import json_objects
+    from dataflow.operators.generation.replies import reply_json
+
+    rng = random.Random(seed)
+
+    def value(depth: int):
+        kind = rng.choice(["s", "n", "l", "d"] if depth < 3 else ["s", "n"])
+        return {"s": lambda: rng.choice(["a", "b {c}", "} {", ""]), "n": lambda: rng.randint(-9, 9),
+                "l": lambda: [value(depth + 1) for _ in range(rng.randint(0, 2))],
+                "d": lambda: {f"k{i}": value(depth + 1) for i in range(rng.randint(0, 2))}}[kind]()
+
+    objects = [{f"f{i}": value(0) for i in range(rng.randint(1, 3))} for _ in range(rng.randint(1, 3))]
+    prose = ["Here it is:", "{ not json", "and }", "note {x}"]
+    text = " ".join(rng.choice(prose) + " " + json.dumps(o) for o in objects) + " " + rng.choice(prose)
+    assert list(json_objects(text)) == objects
+    reply = Reply(text, "stop", None, None, "m", 0)
+    holder = next(o for o in objects if "f0" in o)
+    assert reply_json(reply, "f0") == holder["f0"]
+    with pytest.raises(Rejection, match="no JSON field 'absent'"):
+        reply_json(reply, "absent")

@@ -28,9 +28,9 @@ may give several output rows (``rows``): a candidate per sample, a verdict from 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -46,7 +46,6 @@ from dataflow.schemas import prompt_turns
 FAILED_REASON = "llm_error"
 RETRY_TEMPERATURE = 0.7  # the least temperature of a retry: a new seed at temperature 0 repeats the reply
 _SOURCE = "__dataflow_source"
-_JSON_OBJECT = re.compile(r"\{.*?\}", re.S)
 
 Messages = tuple[tuple[str, str], ...]  # (role, content) turns
 
@@ -269,15 +268,23 @@ def prompt_text(value: Any) -> str:
 
 def reply_fields(*replies: str) -> dict | None:
     """The first JSON object in the first reply that has one."""
-    for reply in replies:
-        for candidate in _JSON_OBJECT.findall(reply or ""):
-            try:
-                value = json.loads(candidate)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return None
+    return next((value for reply in replies for value in json_objects(reply or "")), None)
+
+
+def json_objects(text: str) -> Iterator[dict]:
+    """The JSON objects in a text, in order: one from each ``{`` where a whole object starts (objects nested
+    in it are part of it; braces in its strings are text)."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start >= 0:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except (json.JSONDecodeError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            yield value
+        start = text.find("{", end)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from dataflow.llm.types import schema_text
 from dataflow.operator import Context, Rejection, identity_field
-from dataflow.operators.generation.base import LLMOperator, Reply, reply_fields
+from dataflow.operators.generation.base import LLMOperator, Reply, json_objects
 from dataflow.operators.generation.generate import schema_validator
 from dataflow.operators.text import distinct_metrics
 
@@ -42,12 +42,13 @@ def object_schema(**properties: dict) -> dict:
 
 
 def reply_json(reply: Reply, key: str, schema: dict | None = None) -> Any:
-    """Field ``key`` of a JSON reply; a Rejection saying why when there is none, or when the reply
-    breaks ``schema`` (the ask's: a backend without constrained decoding may)."""
+    """Field ``key`` of a JSON reply (or of the first JSON object in the reply's text that holds ``key``);
+    a Rejection saying why when there is none, or when the reply breaks ``schema`` (the ask's: a backend
+    without constrained decoding may)."""
     try:
         value = json.loads(reply.text)
     except json.JSONDecodeError:
-        value = reply_fields(reply.text)
+        value = next((found for found in json_objects(reply.text) if key in found), None)
     if not isinstance(value, dict) or key not in value:
         reason = "truncated" if reply.finish_reason == "length" else "no_json"
         raise Rejection(reason, f"no JSON field '{key}' in the reply: {reply.text[:300]!r}")
