@@ -194,16 +194,18 @@ class KindSurvey:
         for keys, kinds in self.shapes:
             for key, kind in zip(keys, kinds):
                 types.setdefault(key, set()).add(kind)
-        schema = {}
-        for key, found in types.items():
-            found.discard(type(None))
-            if found == {int, float}:
-                schema[key] = pl.Float64
-            elif len(found) > 1 or not found <= set(SCALARS):  # mixed kinds or nested values
-                return None
-            else:
-                schema[key] = SCALARS[found.pop()] if found else pl.Null
-        return pl.Schema(schema)
+        schema = {key: scalar_type(found - {type(None)}) for key, found in types.items()}
+        return None if None in schema.values() else pl.Schema(schema)
+
+
+def scalar_type(kinds: set[type]) -> pl.DataType | None:
+    """The polars type of a field holding values of these Python types (no None): Float64 for ints and floats,
+    Null for none; None where they mix other kinds or are nested."""
+    if kinds == {int, float}:
+        return pl.Float64
+    if len(kinds) > 1 or not kinds <= set(SCALARS):
+        return None
+    return SCALARS[next(iter(kinds))] if kinds else pl.Null
 
 
 def _one_shape(records: Sequence[dict]) -> tuple | None:
@@ -645,11 +647,11 @@ def read_jsonl(path: Path, where: str, on_error: str, node: str, scratch: Path
     return pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed"), rejects
 
 
-def surveyed(path: Path, where: str, on_error: str) -> Survey:
-    """The first pass over the file, made once per content of the file in a process: the compile-time
-    schema and the build share it. A pass that ends serves both modes (with ``on_error='raise'`` one
-    ends only if no line is bad: it raises at the first)."""
-    version = (str(path.resolve()), file_digest(path))
+def surveyed(path: Path, where: str, on_error: str, digest: str | None = None) -> Survey:
+    """The first pass over the file (of content hash ``digest``, if known), made once per content of the
+    file in a process: the compile-time schema and the build share it. A pass that ends serves both modes
+    (with ``on_error='raise'`` one ends only if no line is bad: it raises at the first)."""
+    version = (str(path.resolve()), digest or file_digest(path))
     survey = _KEPT.surveys.get(version)
     if survey is None:
         survey = survey_jsonl(path, where, on_error)
@@ -682,7 +684,7 @@ def file_schema(path: Path, where: str, on_error: str) -> pl.Schema:
     digest = file_digest(path)
     if (known := remembered_fact(digest, SCHEMA_FACT)) is not None:
         return pl.read_ipc(io.BytesIO(known)).schema
-    schema = _schema_of(path, where, surveyed(path, where, on_error), on_error)
+    schema = _schema_of(path, where, surveyed(path, where, on_error, digest), on_error)
     stored = io.BytesIO()
     pl.DataFrame(schema=schema).write_ipc(stored)
     remember_fact(digest, SCHEMA_FACT, stored.getvalue())
@@ -707,24 +709,18 @@ def _schema_of(path: Path, where: str, survey: Survey, on_error: str) -> pl.Sche
         for key, kind in fields:
             held[key][kind] = min(held[key].get(kind, first), first)
     nested = {key: min(kinds.values()) for key, kinds in held.items() if kinds and not set(kinds) <= set(SCALARS)}
-    read = _nested_types(path, where, survey, nested) if nested else {}
-    schema = {}
-    for key, kinds in held.items():
-        if key in nested:
-            schema[key] = read.get(key, pl.Null)
-        elif set(kinds) == {int, float}:
-            schema[key] = pl.Float64
-        else:
-            schema[key] = SCALARS[next(iter(kinds))] if kinds else pl.Null
-    return pl.Schema(schema)
+    read = _nested_types(path, where, survey, usual, nested) if nested else {}
+    return pl.Schema({key: read.get(key, pl.Null) if key in nested else scalar_type(set(kinds))
+                      for key, kinds in held.items()})
 
 
-def _nested_types(path: Path, where: str, survey: Survey, first_lines: dict[str, int]) -> pl.Schema:
+def _nested_types(path: Path, where: str, survey: Survey, usual: dict[str | tuple, str],
+                  first_lines: dict[str, int]) -> pl.Schema:
     """Polars' types of nested fields, read from the first SCHEMA_SAMPLE_LINES lines of the file and of
     the SCHEMA_SAMPLE_LINES lines from where each field first holds a value (``first_lines``), leaving
-    out the lines the build does (bad lines, and those holding a field in another kind than most)."""
+    out the lines the build does (bad lines, and those holding a field in another kind than most:
+    ``usual``)."""
     starts = sorted({1, *first_lines.values()})
-    usual = survey.kinds.usual_kinds(where, "line", "reject")
 
     def sampled(number: int, raw: bytes) -> bool:
         start = starts[bisect_right(starts, number) - 1]
