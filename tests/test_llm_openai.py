@@ -348,6 +348,19 @@ def test_a_server_that_never_finishes_a_reply_fails_the_node_within_the_timeout(
         assert time.monotonic() - started < 3.5  # the body trickles for 4 s per attempt
 
 
+def test_a_server_that_stops_answering_fails_the_node_and_keeps_the_replies_it_gave(builder):
+    answered = "a question the server answers before it stops answering"
+    stuck = [f"[trickle] {i}" for i in range(6)]  # 6 x 4 attempts if every request ran out its retries
+    with ChatServer() as server:
+        with pytest.raises(DataflowError, match=r"has stopped answering: no reply for \d+ s, none to the last 4 "
+                                                r"attempts \(the last: timeout after 0.5s\)"):
+            builder.build(pipeline(spec(server, concurrency=2), [answered, *stuck]))
+        assert sum(server.calls[text] for text in stuck) <= 8
+        builder.build(pipeline(spec(server, concurrency=2), [answered]))
+        assert builder.output("answers")["response"].to_list() == [f"reply to {answered} #0 t=0.7 seed=0"]
+        assert server.calls[answered] == 1  # from the request cache
+
+
 def test_a_server_refusing_only_logprobs_keeps_the_response_format(builder):
     with ChatServer(refuses_logprobs=True) as server:
         report = builder.build(judge_pipeline(spec(server, concurrency=1), ["4", "5"]))

@@ -7,8 +7,10 @@ up to ``retries`` times (default 6) with exponential backoff and full jitter, wa
 ``Retry-After`` asks when the server says. Other statuses fail the request at once (the next build
 retries it), a reply without text (a refusal, a tool call) too. What no request can get past fails
 the node at once, naming the fix: the key refused (401, 403), no such endpoint or model (404), an
-exhausted quota (429 ``insufficient_quota``), and a server that has answered no request at all
-when one request has timed out twice (once with ``retries=0``). A reply the server cut
+exhausted quota (429 ``insufficient_quota``), a server that has answered no request at all
+when one request has timed out twice (once with ``retries=0``), and a server that stops answering:
+no reply (timeouts, failed connections) to ``2 x concurrency`` attempts in a row over ``2 x timeout``
+seconds. Replies are stored as they come, so a rebuild asks only the rest. A reply the server cut
 (``finish_reason`` ``length`` or ``content_filter``) counts as cut off. ``n`` samples are asked
 in one request; a server that returns fewer choices gets one request per sample from then on
 (``n=0`` in the spec forces that). A JSON schema goes out as ``response_format`` (vLLM, SGLang
@@ -59,6 +61,7 @@ class OpenAIBackend:
         self.backoff_s, self.backoff_cap_s = spec.option("backoff", 0.5), 30.0
         self.where = f"the OpenAI-compatible server at {self.url}"
         self.answered = False  # whether any request got a reply: until then, repeated timeouts fail the node
+        self.last_reply, self.unanswered = time.monotonic(), 0  # attempts without a reply since the last one
         self.unsupported: set[str] = set()  # FALLBACKS features this server refused
         self.notes: list[str] = []  # the fallbacks taken, for the build summary
 
@@ -112,6 +115,7 @@ class OpenAIBackend:
 
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         gate = asyncio.Semaphore(self.concurrency)
+        self.last_reply, self.unanswered = time.monotonic(), 0
 
         async def one(i: int, request: Request) -> Response:
             response = await self._one(http, gate, request)
@@ -203,10 +207,12 @@ class OpenAIBackend:
                                             f"({timeouts} attempt(s)); "
                                             f"check that it is serving, or allow longer with ?timeout=SECONDS in "
                                             f"the model spec") from None
+                    self._no_reply(problem)
                 except httpx.HTTPError as exc:  # the connection failed, or the body could not be read
                     problem = f"connection error ({type(exc).__name__}: {exc})"
+                    self._no_reply(problem)
                 else:
-                    self.answered = True
+                    self.answered, self.last_reply, self.unanswered = True, time.monotonic(), 0
                     status = reply.status_code
                     if status == 200:
                         try:
@@ -233,6 +239,17 @@ class OpenAIBackend:
                 wait += random.uniform(0, 0.1 * wait + 0.05)
             await asyncio.sleep(wait)
         return Response(error=self._scrub(f"{problem} (gave up after {self.retries + 1} attempts)")), None
+
+    def _no_reply(self, problem: str) -> None:
+        """Count an attempt that got no reply; fail the node once the server has stopped answering."""
+        self.unanswered += 1
+        quiet = time.monotonic() - self.last_reply
+        if self.unanswered >= 2 * self.concurrency and quiet >= 2 * self.timeout:
+            raise DataflowError(self._scrub(
+                f"{self.where} has stopped answering: no reply for {quiet:.0f} s, none to the last "
+                f"{self.unanswered} attempts (the last: {problem}); the replies so far are kept in the request "
+                f"cache, so the next build asks only the rest: check the server and build again, or allow longer "
+                f"with ?timeout=SECONDS in the model spec"))
 
     def _fail_on_permanent(self, status: int, text: str, endpoint: str) -> None:
         """Fail the node on a refusal that no request of this build can get past."""
