@@ -131,7 +131,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if last.get("status") not in (None, "ok") and last.get("run_id") != manifest.get("run_id"):
         print(f"note: this is the last build that finished; the build after it (run {last.get('run_id')}, started "
               f"{last.get('started')}) ended with status '{last.get('status')}': the {args.out}/report.html it "
-              f"wrote shows what it did (`dataflow report --format html` would replace it with this build's)")
+              f"wrote shows what it did (`dataflow report --format html` writes it again)")
     return 0
 
 

@@ -23,6 +23,7 @@ from dataflow.store import DATA, META, REJECTS, Store, now
 
 MANIFEST = "manifest.json"
 RUNS = "runs.jsonl"
+STOPPED = "stopped_manifest.json"  # in .dataflow/: what the last build that stopped early left, for its report
 LOOPS = "rounds"  # <out>/rounds/<loop>/: the loops of `dataflow iterate` (trainers/rounds.py)
 ROUNDS_RECORD = "rounds.json"
 NEARLY_EMPTY = 10  # an output with fewer rows is reported as nearly empty
@@ -273,6 +274,25 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise DataflowError(f"no build found in {out}/ (no manifest.json); run `dataflow build PIPELINE.py"
                             f" --out {out}` first, or pass --out to point at a build")
     return json.loads(path.read_text())
+
+
+def save_stopped_manifest(store: Store, manifest: dict[str, Any]) -> None:
+    """Keep the ``unfinished_manifest`` of a build that stopped early, so its report can be made again."""
+    tmp = store.root / f".{STOPPED}.tmp"
+    tmp.write_text(json.dumps(manifest, default=str))
+    tmp.replace(store.root / STOPPED)
+
+
+def report_manifest(out: Path) -> dict[str, Any]:
+    """The manifest of the last build in ``out``: a build that stopped early (failed or interrupted) is
+    the last one when its ``unfinished_manifest`` was kept, else the latest finished build's."""
+    runs = read_runs(Path(out)) if runs_path(Path(out)).exists() else []
+    path = Path(out) / ".dataflow" / STOPPED
+    if runs and runs[-1].get("status") not in ("ok", "gate_failed") and path.exists():
+        stopped = json.loads(path.read_text())
+        if stopped.get("run_id") == runs[-1].get("run_id"):
+            return stopped
+    return read_manifest(out)
 
 
 def previous_manifest(store: Store, pipeline_name: str) -> dict[str, Any] | None:

@@ -172,6 +172,11 @@ def test_the_summary_after_a_failed_build_says_it_is_the_one_before(tmp_path):
     result = dataflow("report", "--out", str(out))
     assert result.returncode == 0 and "note: this is the last build that finished" in result.stdout
     assert "ended with status 'failed'" in result.stdout
+    failed_report = (out / "report.html").read_text()
+    assert "This build failed after" in failed_report
+    (out / "report.html").unlink()
+    assert dataflow("report", "--out", str(out), "--format", "html").returncode == 0
+    assert "This build failed after" in (out / "report.html").read_text()  # the failed build's, not the one before
 
 
 def test_a_rebuild_writes_again_an_output_file_that_was_deleted_or_overwritten(tmp_path):

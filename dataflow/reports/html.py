@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from dataflow.records import read_manifest, read_runs, unfinished_manifest
+from dataflow.records import read_runs, report_manifest, save_stopped_manifest, unfinished_manifest
 from dataflow.reports import charts, dag, history
 from dataflow.reports.distributions import Coverage, Histogram, coverage, output_histograms, score_histograms
 from dataflow.reports.examples import RejectGroup, duplicate_clusters, output_samples, reject_groups
@@ -44,9 +44,10 @@ def render(manifest: dict[str, Any], stream: TextIO, out: Path) -> None:
 
 
 def write(out: Path, manifest: dict[str, Any] | None = None) -> Path:
-    """Write ``<out>/report.html`` for the latest build in ``out`` (or the build ``manifest`` records)."""
+    """Write ``<out>/report.html`` for the last build in ``out`` (``report_manifest``), or the build
+    ``manifest`` records."""
     out = Path(out)
-    manifest = manifest or read_manifest(out)
+    manifest = manifest or report_manifest(out)
     path, tmp = out / REPORT, out / f".{REPORT}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as stream:
@@ -63,8 +64,11 @@ def write_after_build(store: Store, pipeline: Any, plans: dict[str, Any], run: d
     what finished); a report that cannot be written is logged, never fails the build."""
     started = time.perf_counter()
     try:
-        finished = run["status"] in ("ok", "gate_failed")
-        path = write(store.out, None if finished else unfinished_manifest(store, pipeline, plans, run))
+        manifest = None
+        if run["status"] not in ("ok", "gate_failed"):
+            manifest = unfinished_manifest(store, pipeline, plans, run)
+            save_stopped_manifest(store, manifest)
+        path = write(store.out, manifest)
         log(f"[report] {path} ({time.perf_counter() - started:.1f}s)")
     except (KeyboardInterrupt, SystemExit):
         raise
