@@ -14,7 +14,8 @@ What each condition measures (a measure of nothing, such as a share of no rows, 
 
 - ``min_rows``: the rows out.
 - ``max_reject_share``: rejected rows / rows in, as the build recorded them (a source's rows in are
-  its rows out plus its rejects).
+  its rows out plus its rejects; a node of several inputs counts the rows of all, so a join's unmatched
+  left rows are a share of the left and right rows).
 - ``min_distinct_2`` (``column=``): unique word bigrams / word bigrams of the column's texts. A text
   is a string value, or a conversation's assistant turns joined by a newline; its words are the runs of
   non-whitespace characters of its NFKC-normalized lower case; bigrams never join two texts. It is the
