@@ -281,6 +281,18 @@ def test_the_compile_time_schema_is_the_schema_the_build_reads(tmp_path, monkeyp
             assert isinstance(schema[column], pl.List) if isinstance(dtype, pl.List) else schema[column] == dtype
 
 
+def test_a_large_files_first_pass_at_compile_time_is_announced_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATAFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(jsonl, "ANNOUNCED_BYTES", 10)
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n')
+    assert jsonl.file_schema(path, "src", "reject") == pl.Schema({"a": pl.Int64})
+    assert capsys.readouterr().err == ("[compile] src: reading the whole file (0.0 GiB) once for its schema; the "
+                                       "build reuses this pass\n")
+    assert jsonl.file_schema(path, "src", "reject") == pl.Schema({"a": pl.Int64})  # remembered: no pass
+    assert capsys.readouterr().err == ""
+
+
 def test_a_value_of_another_kind_inside_a_nested_field_is_named_or_rejected(builder, tmp_path):
     chats = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}],
               "meta": {"n": i, "score": i / 2 if i % 2 else i}} for i in range(20)]

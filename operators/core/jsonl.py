@@ -58,6 +58,7 @@ BAD_LINE_HINT = "fix the line, or read with on_error='reject' to send bad lines 
 CHUNK_BYTES = 4 << 20  # JSON text handed to polars at once (its nested-type inference takes ~20x that)
 PARALLEL_BYTES = 32 << 20  # a plain file at least this large is surveyed in parts, a process each
 MOST_PROCESSES = 8
+ANNOUNCED_BYTES = 512 << 20  # a compile-time first pass over a file this large says so before it starts
 NUMBER = "__n"  # the line (or record) number column, until ids are made from it
 KINDS = {str: "string", int: "number", float: "number", bool: "bool", list: "list", dict: "object", type(None): "null"}
 SCALARS = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
@@ -651,12 +652,16 @@ def surveyed(path: Path, where: str, on_error: str, digest: str | None = None) -
     """The first pass over the file (of content hash ``digest``, if known), made once per content of the
     file in a process: the compile-time schema and the build share it. A pass that ends serves both modes
     (with ``on_error='raise'`` one ends only if no line is bad: it raises at the first)."""
-    version = (str(path.resolve()), digest or file_digest(path))
+    version = _version(path, digest)
     survey = _KEPT.surveys.get(version)
     if survey is None:
         survey = survey_jsonl(path, where, on_error)
         _KEPT.keep(version, survey)
     return survey
+
+
+def _version(path: Path, digest: str | None = None) -> tuple[str, str]:
+    return str(path.resolve()), digest or file_digest(path)
 
 
 class KeptSurveys:
@@ -684,6 +689,10 @@ def file_schema(path: Path, where: str, on_error: str) -> pl.Schema:
     digest = file_digest(path)
     if (known := remembered_fact(digest, SCHEMA_FACT)) is not None:
         return pl.read_ipc(io.BytesIO(known)).schema
+    size = path.stat().st_size
+    if size >= ANNOUNCED_BYTES and _version(path, digest) not in _KEPT.surveys:
+        print(f"[compile] {where}: reading the whole file ({size / (1 << 30):.1f} GiB) once for its schema; the "
+              f"build reuses this pass", file=sys.stderr, flush=True)
     schema = _schema_of(path, where, surveyed(path, where, on_error, digest), on_error)
     stored = io.BytesIO()
     pl.DataFrame(schema=schema).write_ipc(stored)
