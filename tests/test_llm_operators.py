@@ -336,6 +336,19 @@ def test_the_cache_takes_concurrent_writers(tmp_path):
     assert RequestCache(path).db.execute("select count(*) from samples").fetchone()[0] == 3 * 20 * 50
 
 
+def test_a_damaged_or_unwritable_cache_is_an_error_naming_the_file_and_the_fix(tmp_path):
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_text("not sqlite")
+    with pytest.raises(DataflowError, match=r"cannot open the LLM request cache .*damaged.sqlite \(DatabaseError: "
+                                            r"file is not a database\); it is damaged: move it away"):
+        RequestCache(damaged)
+    cache = RequestCache(tmp_path / "c.sqlite")
+    cache.db.execute("drop table samples")  # as a write that fails would (a full disk)
+    with pytest.raises(DataflowError, match=r"cannot write to the LLM request cache .*c.sqlite \(OperationalError: "
+                                            r"no such table: samples\); free disk space"):
+        cache.put_many("m", [("k", Completion("x", "stop", 1), 1)], [])
+
+
 def test_cache_keys_cover_model_messages_sampling_and_sample_index():
     request = Request((("user", "hi"),), Sampling(seed=1))
     key = sample_key("m", request, 0)

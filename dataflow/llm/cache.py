@@ -6,6 +6,8 @@ crash keeps every finished chunk; WAL mode and a busy timeout let several builds
 Failed requests go to a separate table: they are never served as results, so the next build
 retries them. Per operator ("scope"), a retry generation counts builds that left failures; it
 is part of the node fingerprint, so a node with failed rows is rebuilt (from the cache) next time.
+A cache that cannot be opened, read or written (damaged, a full disk, no permission) is an error
+naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+from dataflow.errors import DataflowError
 from dataflow.llm.types import Completion, Request
 from dataflow.paths import user_cache_dir
 
@@ -47,15 +52,29 @@ def sample_key(model: str, request: Request, index: int) -> str:
 class RequestCache:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self.db.execute("pragma journal_mode=wal")
-        self.db.execute("pragma synchronous=normal")
-        self.db.execute("pragma busy_timeout=60000")
-        self.db.executescript(SCHEMA)
-        if "logprobs" not in {row[1] for row in self.db.execute("pragma table_info(samples)")}:
-            self.db.execute("alter table samples add column logprobs text")  # a cache written before logprobs
+        with self._guarded("open"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            self.db.execute("pragma journal_mode=wal")
+            self.db.execute("pragma synchronous=normal")
+            self.db.execute("pragma busy_timeout=60000")
+            self.db.executescript(SCHEMA)
+            if "logprobs" not in {row[1] for row in self.db.execute("pragma table_info(samples)")}:
+                self.db.execute("alter table samples add column logprobs text")  # a cache written before logprobs
+
+    @contextmanager
+    def _guarded(self, doing: str) -> Iterator[None]:
+        """SQLite and file errors as one error naming the cache file and what to do."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            damaged = isinstance(exc, sqlite3.DatabaseError) and any(
+                words in str(exc) for words in ("not a database", "malformed"))
+            fix = ("it is damaged: move it away (its answers are then asked again)" if damaged else
+                   "free disk space or fix its permissions")
+            raise DataflowError(f"cannot {doing} the LLM request cache {self.path} ({type(exc).__name__}: {exc}); "
+                                f"{fix}, or set $DATAFLOW_LLM_CACHE to another file") from None
 
     def close(self) -> None:
         self.db.close()
@@ -63,7 +82,7 @@ class RequestCache:
     def get_many(self, keys: list[str]) -> dict[str, tuple[Completion, int | None]]:
         """Cached samples by key: (completion, prompt tokens)."""
         found = {}
-        with self._lock:
+        with self._lock, self._guarded("read"):
             for start in range(0, len(keys), 500):
                 part = keys[start:start + 500]
                 marks = ",".join("?" * len(part))
@@ -78,7 +97,7 @@ class RequestCache:
                  failures: list[tuple[str, str]]) -> None:
         """Store finished samples and failures of one chunk in one transaction."""
         now = time.time()
-        with self._lock:
+        with self._lock, self._guarded("write to"):
             self.db.execute("begin immediate")
             try:
                 self.db.executemany(
@@ -96,13 +115,13 @@ class RequestCache:
                 raise
 
     def retry_generation(self, scope: str) -> int:
-        with self._lock:
+        with self._lock, self._guarded("read"):
             row = self.db.execute("select generation from retry_generations where scope = ?", (scope,)).fetchone()
         return row[0] if row else 0
 
     def bump_retry_generation(self, scope: str) -> None:
         """Mark that a build of ``scope`` left failed requests, so its next build retries them."""
-        with self._lock:
+        with self._lock, self._guarded("write to"):
             self.db.execute("insert into retry_generations values (?, 1) on conflict(scope) do update set "
                             "generation = generation + 1", (scope,))
 
