@@ -105,8 +105,17 @@ def write_node_meta(directory: Path, stats: NodeStats, view_of: str | None, reje
     (directory / META).write_text(json.dumps(meta, indent=1))
 
 
+def read_record(path: Path) -> Any:
+    """A JSON file that dataflow wrote; a damaged one (a disk fault, an edit by hand) is an error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataflowError(f"{path}, which dataflow wrote, is damaged ({exc}); move it away and run the command "
+                            f"again: it is written again, and the rest stays cached") from None
+
+
 def read_node_meta(entry: Path) -> dict[str, Any]:
-    return json.loads((entry / META).read_text())
+    return read_record(entry / META)
 
 
 def cached_stats(store: Store, name: str, fingerprint: str) -> NodeStats:
@@ -198,7 +207,7 @@ def _with_run_ids(store: Store, nodes: dict[str, dict[str, Any]], run_id: str | 
     earlier build recorded for a cached one (None when no build in this store recorded it)."""
     earlier: dict[str, str] = {}
     for path in (store.root / "builds").glob("*.json"):
-        earlier |= {n["fingerprint"]: n["run_id"] for n in json.loads(path.read_text())["nodes"].values()
+        earlier |= {n["fingerprint"]: n["run_id"] for n in read_record(path)["nodes"].values()
                     if n.get("run_id")}
     return {name: {**node, "run_id": run_id if node["status"] in ("built", "view") else
                    None if node["status"] == "skipped" else earlier.get(node["fingerprint"])}
@@ -273,7 +282,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
                                 f"wrote, shows what it did. Run the same build again to resume it.")
         raise DataflowError(f"no build found in {out}/ (no manifest.json); run `dataflow build PIPELINE.py"
                             f" --out {out}` first, or pass --out to point at a build")
-    return json.loads(path.read_text())
+    return read_record(path)
 
 
 def save_stopped_manifest(store: Store, manifest: dict[str, Any]) -> None:
@@ -289,7 +298,7 @@ def report_manifest(out: Path) -> dict[str, Any]:
     runs = read_runs(Path(out)) if runs_path(Path(out)).exists() else []
     path = Path(out) / ".dataflow" / STOPPED
     if runs and runs[-1].get("status") not in ("ok", "gate_failed") and path.exists():
-        stopped = json.loads(path.read_text())
+        stopped = read_record(path)
         if stopped.get("run_id") == runs[-1].get("run_id"):
             return stopped
     return read_manifest(out)
@@ -298,14 +307,14 @@ def report_manifest(out: Path) -> dict[str, Any]:
 def previous_manifest(store: Store, pipeline_name: str) -> dict[str, Any] | None:
     """The manifest of the pipeline's latest build in this store, if any."""
     path = store.root / "builds" / f"{pipeline_name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_record(path) if path.exists() else None
 
 
 def referenced_fingerprints(store: Store) -> set[str]:
     """The fingerprints of every node the latest build of any pipeline in this store used."""
     keep: set[str] = set()
     for manifest in (store.root / "builds").glob("*.json"):
-        keep |= {n["fingerprint"] for n in json.loads(manifest.read_text())["nodes"].values()}
+        keep |= {n["fingerprint"] for n in read_record(manifest)["nodes"].values()}
     return keep
 
 
@@ -345,7 +354,7 @@ def round_rows(out: Path) -> list[dict[str, Any]]:
     """One row per round of every ``dataflow iterate`` loop in ``out`` (round 0: the base model's evaluation)."""
     rows = []
     for path in sorted((Path(out) / LOOPS).glob(f"*/{ROUNDS_RECORD}")):
-        loop = json.loads(path.read_text())
+        loop = read_record(path)
         common = {"loop": loop["loop"], "pipeline": loop["pipeline"], "settings": json.dumps(loop["settings"]),
                   "train_on": loop["train_on"], "metric": loop["metric"]}
         if base := loop.get("base"):

@@ -179,6 +179,24 @@ def test_the_summary_after_a_failed_build_says_it_is_the_one_before(tmp_path):
     assert "This build failed after" in (out / "report.html").read_text()  # the failed build's, not the one before
 
 
+@pytest.mark.parametrize("record", ["builds", "meta"])
+def test_a_damaged_record_of_the_build_is_an_error_naming_it_and_moving_it_away_heals(tmp_path, record):
+    out = tmp_path / "out"
+    assert dataflow("build", str(QUICKSTART), "--out", str(out)).returncode == 0
+    path = (out / ".dataflow" / "builds" / "quickstart.json" if record == "builds" else
+            next((out / ".dataflow" / "cache").glob("*/meta.json")))
+    path.write_text('{"nodes": ')  # cut short
+    damaged = f"error: {path}, which dataflow wrote, is damaged"
+    result = dataflow("build", str(QUICKSTART), "--out", str(out))
+    assert result.returncode == 1 and damaged in result.stderr and "Traceback" not in result.stderr
+    result = dataflow("query", "select count(*) from rejects", "--out", str(out))  # a node's meta holds its rejects
+    assert (result.returncode, damaged in result.stderr) == ((1, True) if record == "meta" else (0, False))
+    path.unlink()
+    result = dataflow("build", str(QUICKSTART), "--out", str(out))
+    assert result.returncode == 0
+    assert ("built 1 of 8 node(s)" if record == "meta" else "nothing to do") in result.stdout
+
+
 def test_a_rebuild_writes_again_an_output_file_that_was_deleted_or_overwritten(tmp_path):
     out = tmp_path / "out"
     assert dataflow("build", str(QUICKSTART), "--out", str(out)).returncode == 0

@@ -33,7 +33,7 @@ from dataflow.errors import DataflowError, GateError
 from dataflow.operators import Decontaminate
 from dataflow.pipeline import Pipeline, RoundsSpec
 from dataflow.progress import Progress
-from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest
+from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest, read_record
 from dataflow.trainers.config import CONFIGS, load_config
 from dataflow.trainers.evaluation import EvalOptions, evaluate
 from dataflow.trainers.inputs import BuildOutput, find_output, require_schema
@@ -191,7 +191,7 @@ def _start_record(loop_dir: Path, pipeline: Pipeline, file: Path | str, settings
                   options: LoopOptions, config: dict[str, str], base: str) -> dict[str, Any]:
     """The loop record so far (a resumed loop keeps its base evaluation and rounds), started again."""
     path = loop_dir / ROUNDS_RECORD
-    earlier = json.loads(path.read_text()) if path.exists() else {}
+    earlier = read_record(path) if path.exists() else {}
     return {"loop": loop_dir.name, "path": str(path), "pipeline": pipeline.name, "file": str(file),
             "settings": settings, "base_model": base, "trainer": spec.trainer,
             "train_on": options.train_on or spec.train, "evaluate_on": spec.evaluate, "config": config,

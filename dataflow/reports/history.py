@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dataflow.records import read_record
 from dataflow.reports.distributions import Histogram
 from dataflow.reports.stored import StoredBuild
 
@@ -25,7 +26,7 @@ def previous_summary(build: StoredBuild, current: dict[str, Any]) -> dict[str, A
     """The summary of the build before this one, keeping this one's for the next report when the build
     finished (an interrupted build is compared with the last finished one, and not kept)."""
     path = build.store.root / "reports" / f"{build.manifest['pipeline']}.json"
-    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved = read_record(path) if path.exists() else {}
     if saved.get("current", {}).get("build") == current["build"]:
         return saved.get("previous")
     if build.finished:
