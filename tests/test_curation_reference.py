@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataflow.operators import (CharacterMeasures, Decontaminate, ExactDedup, MinHashDedup, RepetitionMeasures)
+from dataflow.operators import (CharacterMeasures, Decontaminate, EchoMeasures, ExactDedup, MinHashDedup,
+                                RepetitionMeasures)
 from dataflow.operators.curation.heuristics import _ngram_fractions
 
 from conftest import run, shuffled
@@ -193,6 +195,54 @@ def test_character_measures_equal_their_definition(values):
         assert close(row["alpha_word_frac"], sum(any(unicodedata.category(c).startswith("L") for c in w)
                                                  for w in tokens) / len(tokens) if tokens else None)
         assert close(row["non_alpha_char_frac"], (len(visible) - letters) / len(visible) if visible else None)
+
+
+# -- echo ------------------------------------------------------------------------------------------
+def ref_echo(prompt: str | None, response: str | None, n: int) -> float | None:
+    """The share of the response's word n-grams (a text of fewer words: one gram of all) in the prompt's."""
+    if prompt is None or response is None:
+        return None
+
+    def word_grams(value: str) -> list[tuple[str, ...]]:
+        tokens = regex.findall(r"\w+", value.lower())
+        return grams(tokens, n) if len(tokens) >= n else [tuple(tokens)] if tokens else []
+
+    found, prompt_grams = word_grams(response), set(word_grams(prompt))
+    return sum(g in prompt_grams for g in found) / len(found) if found else None
+
+
+@st.composite
+def prompt_and_response(draw) -> tuple[str | None, str | None]:
+    """A prompt, and a response that is unrelated, the prompt itself, a part of it, or the prompt with more."""
+    prompt, other = draw(text()), draw(text())
+    kind = draw(st.integers(0, 3))
+    if kind == 0 or prompt is None:
+        return prompt, other
+    if kind == 1:
+        return prompt, prompt.upper() if draw(st.booleans()) else prompt
+    tokens = prompt.split()
+    start = draw(st.integers(0, len(tokens)))
+    part = " ".join(tokens[start:start + draw(st.integers(0, len(tokens)))])
+    return prompt, part if kind == 2 else f"{part}. {other or ''}"
+
+
+@given(st.lists(prompt_and_response(), min_size=1, max_size=25), st.integers(1, 4), st.integers(0, 1000))
+def test_echo_measures_equal_their_definition_in_any_order(pairs, n, seed):
+    table = pl.DataFrame({"id": [f"r{i:03d}" for i in range(len(pairs))], "instruction": [p for p, _ in pairs],
+                          "response": [r for _, r in pairs]}, schema={"id": pl.String, "instruction": pl.String,
+                                                                      "response": pl.String})
+    out, _ = run(EchoMeasures(n=n), shuffled(table, seed))
+    for row in out.iter_rows(named=True):
+        prompt, response = pairs[int(row["id"][1:])]
+        assert close(row["echo_share"], ref_echo(prompt, response, n)), (prompt, response, row)
+
+
+def test_echo_measures_read_the_turns_of_a_conversation():
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name the largest planet."},
+             {"role": "assistant", "content": "Name the largest planet: Jupiter."}]
+    table = pl.DataFrame({"id": ["c1"], "messages": [turns]})
+    out, _ = run(EchoMeasures("messages", "messages"), table)
+    assert out["echo_share"].to_list() == [pytest.approx(2 / 3)]  # name-the-largest, the-largest-planet; not -jupiter
 
 
 # -- decontamination ---------------------------------------------------------------------------

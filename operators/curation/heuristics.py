@@ -271,3 +271,61 @@ class RefusalMeasures(_Measures):
         return {"refusal_phrases": found.list.n_unique().cast(pl.Int64),
                 "refusal_match": found.list.first()}
 
+
+
+@dataclass(frozen=True)
+class EchoMeasures(Operator):
+    """``echo_share``: how much of a response repeats its prompt (small models often answer with the
+    instruction), the share of the response's word ``n``-grams that occur in the prompt. Words are runs
+    of word characters (``\\w``) in lower case; a text of fewer than ``n`` words is one n-gram of all its
+    words. Each column is a string or a conversation, read as its ``prompt_roles`` / ``response_roles``
+    turns (a ``messages`` column can be both). Null when either text is null or the response has no
+    word."""
+
+    prompt: str = "instruction"
+    response: str = "response"
+    n: int = 3
+    prompt_roles: tuple[str, ...] = ("system", "user")
+    response_roles: tuple[str, ...] = ("assistant",)
+    kind = Kind.BATCH
+
+    def check(self) -> list[str]:
+        return [] if isinstance(self.n, int) and self.n >= 1 else [f"n must be an int of at least 1, not {self.n!r}"]
+
+    def required_columns(self) -> dict[str, Any]:
+        return {self.prompt: None, self.response: None}
+
+    def output_schema(self, schema: pl.Schema) -> pl.Schema:
+        return pl.Schema({**schema, "echo_share": pl.Float64()})
+
+    def apply(self, frame: pl.LazyFrame, ctx: Context) -> Result:
+        schema = frame.collect_schema()
+        texts = [column_text(self.prompt, schema[self.prompt], self.prompt_roles).alias("p"),
+                 column_text(self.response, schema[self.response], self.response_roles).alias("r")]
+
+        def measure(batch: pl.DataFrame) -> pl.DataFrame:
+            both = batch.select(texts)
+            ctx.progress(batch.height)
+            return batch.with_columns(echo_share=echo_shares(both["p"], both["r"], self.n))
+
+        return Result(frame.map_batches(measure, schema=self.output_schema(schema), streamable=True))
+
+
+def echo_shares(prompts: pl.Series, responses: pl.Series, n: int) -> pl.Series:
+    """Per row, the share of the response's word n-grams found among the prompt's (``EchoMeasures``)."""
+    prompt_grams, _ = _word_grams(prompts, n)
+    response_grams, counts = _word_grams(responses, n)
+    echoed = response_grams.join(prompt_grams.unique(), on=["doc", "gram"], how="semi")
+    found = np.bincount(echoed["doc"].to_numpy(), minlength=len(responses))
+    missing = (prompts.is_null() | responses.is_null()).to_numpy() | (counts == 0)
+    return pl.Series("echo_share", np.where(missing, np.nan, found / np.maximum(counts, 1))).fill_nan(None)
+
+
+def _word_grams(texts: pl.Series, n: int) -> tuple[pl.DataFrame, np.ndarray]:
+    """(row, n-gram hash) of each text's word n-grams, and how many each row has."""
+    words = pl.DataFrame({"doc": pl.int_range(len(texts), eager=True, dtype=pl.Int64),
+                          "word": texts.fill_null("").str.to_lowercase().str.extract_all(r"\w+")}) \
+        .explode("word").drop_nulls("word")
+    lengths = np.bincount(words["doc"].to_numpy(), minlength=len(texts)).astype(np.int64)
+    grams, counts, _ = ngram_hashes(words["word"].hash(seed=7).to_numpy(), lengths, n, short_as_whole=True)
+    return pl.DataFrame({"doc": np.repeat(np.arange(len(texts), dtype=np.int64), counts), "gram": grams}), counts
