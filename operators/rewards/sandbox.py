@@ -38,6 +38,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -413,6 +414,11 @@ BOOT = ("import marshal, os\nsize, code = {size}, b''\nwhile len(code) < size:\n
 BOOT = BOOT.format(size=len(harness()))
 
 
+# CPython's AST constructor (3.11 at least) keeps one recursion count per interpreter: parsing in two threads at once (the
+# verifiers run programs from a thread pool) can fail with "SystemError: AST constructor recursion depth mismatch".
+AST_LOCK = threading.Lock()
+
+
 class _Asserts(ast.NodeTransformer):
     """assert TEST, MSG -> __check__(lambda: TEST, LINE): recorded, and the tests go on."""
 
@@ -426,9 +432,10 @@ class _Asserts(ast.NodeTransformer):
 def compiled_tests(tests: str) -> bytes | str:
     """The tests' statements (line, code) compiled and framed for the harness, or why they do not compile."""
     try:
-        tree = ast.fix_missing_locations(_Asserts().visit(ast.parse(tests, "tests.py")))
-        return frame([(statement.lineno, compile(ast.Module([statement], []), "tests.py", "exec", dont_inherit=True))
-                      for statement in tree.body])
+        with AST_LOCK:
+            tree = ast.fix_missing_locations(_Asserts().visit(ast.parse(tests, "tests.py")))
+            return frame([(statement.lineno, compile(ast.Module([statement], []), "tests.py", "exec",
+                                                     dont_inherit=True)) for statement in tree.body])
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -479,7 +486,8 @@ def verdict(out: bytes, err: bytes, nonce: str, code: int | None, timed_out: boo
         return Outcome("timeout", f"killed after {limits.wall_seconds:g}s wall time", seconds)
     lines = out.decode(errors="replace").strip().splitlines()
     try:
-        report = ast.literal_eval(lines[-1]) if lines else None
+        with AST_LOCK:
+            report = ast.literal_eval(lines[-1]) if lines else None
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         report = None
     if not isinstance(report, dict) or report.get("nonce") != nonce:
