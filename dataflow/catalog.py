@@ -23,6 +23,7 @@ REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}"
                                       for c, t in {**REJECTS_COLUMNS, "run_id": "VARCHAR"}.items()) + " WHERE false"
 NODE_COLUMNS = ("name", "op", "status", "inputs", "rows_in", "rows_out", "rejected", "seconds", "reason", "fingerprint",
                 "run_id")
+LLM_COST = ("llm_calls", "cache_hits", "tokens_in", "tokens_out", "model_load_s")  # metrics every nodes table has
 GATES_SCHEMA = {"node": pl.String, "condition": pl.String, "key": pl.String, "measured": pl.Float64, "note": pl.String,
                 "bound": pl.Float64, "passed": pl.Boolean, "warn": pl.Boolean, "message": pl.String}
 
@@ -39,10 +40,11 @@ def _constant(value: str | None, sql_type: str, column: str) -> str:
     return f"{'NULL' if value is None else _literal(value)}::{sql_type} AS {column}"
 
 
-def _rejects_select(entry: Path, run_id: str | None) -> str:
+def _rejects_select(name: str, entry: Path, run_id: str | None) -> str:
     """One node's rejects in the common columns and the id of the run that built the node; a filter
-    stores its one-value columns in meta.json."""
-    constants = reject_constants(entry)
+    stores its one-value columns in meta.json. ``node`` is the node's name in this build (the stored
+    rejects name the node of the build that made them, which may be another pipeline's)."""
+    constants = {**reject_constants(entry), "node": name}
     columns = [_constant(constants[c], t, c) if c in constants else f"{c}::{t} AS {c}"
                for c, t in REJECTS_COLUMNS.items()]
     return f"SELECT {', '.join(columns)}, {_constant(run_id, 'VARCHAR', 'run_id')} " \
@@ -66,7 +68,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
             continue
         entry = out / node["store"]
         if (entry / REJECTS).exists():
-            rejects.append(_rejects_select(entry, node.get("run_id")))
+            rejects.append(_rejects_select(name, entry, node.get("run_id")))
         if not (entry / DATA).exists():  # a view (a filter): its input minus its rejects
             parent = node["inputs"][0]
             con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM {_quote(parent)} WHERE id NOT IN "
@@ -110,11 +112,13 @@ def case_notes(out: Path, wanted: Callable[[str], bool]) -> list[str]:
 
 
 def _nodes(nodes: dict[str, dict]) -> pl.DataFrame:
-    """One row per node; ``metrics`` a struct of every metric any node reported (null where a node has none)."""
+    """One row per node; ``metrics`` a struct of every metric any node reported and of the LLM cost metrics
+    (null where a node has none), so ``metrics.llm_calls`` can be asked of any build."""
     rows = [{k: node.get(k) for k in NODE_COLUMNS} for node in nodes.values()]
     table = pl.DataFrame(rows, schema_overrides={"inputs": pl.List(pl.String), "run_id": pl.String}, strict=False,
                          infer_schema_length=None)
-    metrics = pl.Series("metrics", [node.get("metrics") or {} for node in nodes.values()], strict=False)
+    metrics = pl.Series("metrics", [{**dict.fromkeys(LLM_COST), **(node.get("metrics") or {})}
+                                    for node in nodes.values()], strict=False)
     return table.with_columns(metrics)
 
 
@@ -154,8 +158,7 @@ def query(out: Path, sql: str) -> pl.DataFrame:
         relation = con.sql(sql)
     except duckdb.Error as exc:
         views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
-        raise DataflowError(f"query failed: {str(exc).splitlines()[0]}. Available views: "
-                            f"{', '.join(sorted(views))}") from exc
+        raise DataflowError(f"query failed: {str(exc).strip()}\nAvailable views: {', '.join(sorted(views))}") from exc
     if relation is None:
         raise DataflowError("the query returns no rows: give a SELECT (or another statement with a result), "
                             "e.g. \"select * from nodes\"")

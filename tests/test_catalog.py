@@ -76,6 +76,34 @@ def test_every_reject_names_the_run_that_made_it(builder):
     assert by_node == {"near": first, "long": second}
 
 
+def test_rejects_are_named_by_the_build_queried_when_another_pipeline_made_the_node(builder):
+    builder.build(pipeline())
+    p = Pipeline("renamed")  # the same nodes, named otherwise: found cached, made by the 'catalog' build
+    rows = p.from_rows([{"text": t} for t in TEXTS], name="docs")
+    p.output("distinct_docs", rows.apply(MinHashDedup(column="text", ngram=2, threshold=0.5), name="near_duplicates_out"))
+    builder.build(p)
+    assert builder.sql("select distinct node from rejects")["node"].to_list() == ["near_duplicates_out"]
+
+
+def test_llm_cost_metrics_can_be_asked_of_a_build_without_a_model(builder):
+    p = Pipeline("plain")
+    p.output("o", p.from_rows([{"text": t} for t in TEXTS], name="docs"))
+    builder.build(p)
+    assert builder.sql("select name, metrics.llm_calls, metrics.cache_hits from nodes").rows() == [("docs", None, None)]
+
+
+def test_a_query_error_keeps_duckdbs_suggestion(builder):
+    import pytest
+
+    from dataflow.catalog import query
+    from dataflow.errors import DataflowError
+
+    builder.build(pipeline())
+    with pytest.raises(DataflowError, match=r'not found in FROM clause!\nCandidate bindings: "text"(.|\n)*Available '
+                                            r'views: counted, docs'):
+        query(builder.out, "select texts from docs")
+
+
 def test_columns_differing_only_in_case_are_named_as_duckdb_names_them(builder, capsys):
     from dataflow.cli import main
 

@@ -114,6 +114,25 @@ def test_grpo_on_the_math_prompt_set_rewards_with_math_verify(example_build, tmp
     assert code == 0, stdout
     [entry] = [json.loads(line) for line in (run_folder(stdout) / "loss.jsonl").read_text().splitlines()]
     assert "rewards/verified_answer/mean" in entry
+    cut = entry["completions/clipped_ratio"] >= 0.5  # 16 tokens: most completions are cut
+    assert ("of the completions were cut at max_completion_length (16 tokens)" in stdout) == cut
+    assert ("no step had a learning signal" in stdout) == (entry["frac_reward_zero_std"] == 1.0)
+
+
+def test_the_training_summary_compares_mean_losses_and_names_a_grpo_run_without_signal():
+    from dataflow.trainers.config import GRPOTrainConfig
+    from dataflow.trainers.train import _loss_change, _signal_warnings
+
+    entries = [{"step": i, "loss": loss} for i, loss in enumerate([2.0, 1.0, 3.0, 1.5, 0.5, 1.0], 1)]
+    assert _loss_change(entries) == ("mean loss of the first 3 logged step(s) 2.0000, of the last 3 1.0000")
+    assert _loss_change([]) == "no loss logged"
+    flat = [{"loss": 0.0, "frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.75}] * 2
+    warnings = _signal_warnings(flat, GRPOTrainConfig())
+    assert len(warnings) == 2 and warnings[0].startswith("no step had a learning signal")
+    assert warnings[1].startswith("75% of the completions were cut at max_completion_length (128 tokens)")
+    learning = [{"loss": 0.1, "frac_reward_zero_std": 1.0}, {"loss": 0.2, "frac_reward_zero_std": 0.5}]
+    assert _signal_warnings(learning, GRPOTrainConfig()) == []
+    assert _signal_warnings(entries, GRPOTrainConfig()) == []  # SFT and DPO log neither measure
 
 
 def test_grpo_rewards_come_from_the_verifier_each_row_names():

@@ -120,12 +120,41 @@ def _run(trainer: str, config: TrainConfig, base_dir: Path, model_name: str, fra
                   steps=result.global_step, resumed_at_step=resumed_at or None, device=where,
                   first_loss=_loss(losses[:1]), last_loss=_loss(losses[-1:]), train_loss=result.training_loss)
     write_run(directory, record)
-    log(f"trained {result.global_step} steps in {record['seconds']}s; loss {record['first_loss']} -> "
-        f"{record['last_loss']}; model in {directory / MODEL}")
+    log(f"trained {result.global_step} steps in {record['seconds']}s; {_loss_change(losses)}; model in "
+        f"{directory / MODEL}")
+    for warning in _signal_warnings(losses, config):
+        log(f"warning: {warning}")
 
 
 def _loss(entries: list[dict]) -> float | None:
     return round(entries[0]["loss"], 4) if entries and "loss" in entries[0] else None
+
+
+def _loss_change(entries: list[dict]) -> str:
+    """The mean loss of the first and of the last logged steps (a step's loss alone is noisy)."""
+    losses = [e["loss"] for e in entries if "loss" in e]
+    if not losses:
+        return "no loss logged"
+    k = max(1, min(5, len(losses) // 2))
+    return (f"mean loss of the first {k} logged step(s) {sum(losses[:k]) / k:.4f}, of the last {k} "
+            f"{sum(losses[-k:]) / k:.4f}")
+
+
+def _signal_warnings(entries: list[dict], config: TrainConfig) -> list[str]:
+    """GRPO: what made its steps learn nothing (every group's rewards equal), or little (cut completions)."""
+    found = []
+    flat = [e["frac_reward_zero_std"] for e in entries if "frac_reward_zero_std" in e]
+    if flat and min(flat) >= 1.0:
+        found.append("no step had a learning signal: in every group the completions got the same reward (TRL's "
+                     "frac_reward_zero_std = 1 at each logged step), so the policy did not move; train on prompts "
+                     "the model solves only sometimes (a learnable pass-rate band), with more num_generations or "
+                     "more steps")
+    clipped = [e["completions/clipped_ratio"] for e in entries if "completions/clipped_ratio" in e]
+    if clipped and sum(clipped) / len(clipped) >= 0.5:
+        found.append(f"{sum(clipped) / len(clipped):.0%} of the completions were cut at max_completion_length "
+                     f"({getattr(config, 'max_completion_length', '?')} tokens): a cut completion rarely holds an "
+                     f"answer to reward; set a larger max_completion_length")
+    return found
 
 
 def _keep_log_until(path: Path, step: int) -> None:

@@ -1,6 +1,6 @@
 """The build summary: a table of the nodes (status, rows in and out, rejected, time, why built),
-then the metrics each operator reported, one line per node, then every gate condition checked, then
-a warning for each output that is nearly empty."""
+then the metrics each operator reported, one line per node (a cached node's from the build that made
+it), then every gate condition checked, then a warning for each output that is nearly empty."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def render(manifest: dict[str, Any], stream: TextIO | None = None) -> None:
     for s in stats:
         if s.metrics:
             shown = ", ".join(f"{k}={_metric(v)}" for k, v in s.metrics.items())
-            print(f"  {s.name}: {shown}", file=stream)
+            when = " (cached: as the build that made it recorded)" if s.status == "cached" else ""
+            print(f"  {s.name}{when}: {shown}", file=stream)
     for r in manifest_gates(manifest):
         verdict = "passed" if r.passed else "warning" if r.warn else "FAILED"
         print(f"  gate on {r.node}: {verdict}: {r.message}", file=stream)
