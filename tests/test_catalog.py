@@ -80,7 +80,8 @@ def test_rejects_are_named_by_the_build_queried_when_another_pipeline_made_the_n
     builder.build(pipeline())
     p = Pipeline("renamed")  # the same nodes, named otherwise: found cached, made by the 'catalog' build
     rows = p.from_rows([{"text": t} for t in TEXTS], name="docs")
-    p.output("distinct_docs", rows.apply(MinHashDedup(column="text", ngram=2, threshold=0.5), name="near_duplicates_out"))
+    near = rows.apply(MinHashDedup(column="text", ngram=2, threshold=0.5), name="near_duplicates_out")
+    p.output("distinct_docs", near)
     builder.build(p)
     assert builder.sql("select distinct node from rejects")["node"].to_list() == ["near_duplicates_out"]
 

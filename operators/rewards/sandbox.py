@@ -414,8 +414,9 @@ BOOT = ("import marshal, os\nsize, code = {size}, b''\nwhile len(code) < size:\n
 BOOT = BOOT.format(size=len(harness()))
 
 
-# CPython's AST constructor (3.11 at least) keeps one recursion count per interpreter: parsing in two threads at once (the
-# verifiers run programs from a thread pool) can fail with "SystemError: AST constructor recursion depth mismatch".
+# CPython's AST constructor (3.11 at least) keeps one recursion count per interpreter: parsing in two threads at
+# once (the verifiers run programs from a thread pool) can fail with "SystemError: AST constructor recursion depth
+# mismatch".
 AST_LOCK = threading.Lock()
 
 
