@@ -178,12 +178,10 @@ class RepetitionMeasures(_Measures):
 def _ngram_fractions(texts: pl.Series, top: tuple[int, ...], dup: tuple[int, ...]) -> dict[str, pl.Series]:
     """Character fractions of the top and of repeated word n-grams, vectorized over a batch."""
     missing = texts.is_null().to_numpy()
-    words = pl.DataFrame({"doc": pl.int_range(len(texts), eager=True, dtype=pl.Int64),
-                          "word": texts.fill_null("").str.extract_all(r"\S+")}).explode("word").drop_nulls("word")
+    words, lengths = _words(texts, r"\S+")
     doc = words.get_column("doc").to_numpy()
     hashes = words.get_column("word").hash(seed=7).to_numpy()
     chars = words.get_column("word").str.len_chars().to_numpy().astype(np.int64)
-    lengths = np.bincount(doc, minlength=len(texts)).astype(np.int64)
     total_chars = np.bincount(doc, weights=chars, minlength=len(texts))
     cumulative = np.concatenate(([0], np.cumsum(chars)))
     result = {}
@@ -207,6 +205,13 @@ def _ngram_fractions(texts: pl.Series, top: tuple[int, ...], dup: tuple[int, ...
                                   minlength=len(texts))
             result[f"dup_{n}gram_frac"] = _ratio(covered, total_chars, lengths > 0, missing)
     return result
+
+
+def _words(texts: pl.Series, pattern: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """Each text's words (the matches of ``pattern``, in order) as rows (doc, word), and how many each has."""
+    words = pl.DataFrame({"doc": pl.int_range(len(texts), eager=True, dtype=pl.Int64),
+                          "word": texts.fill_null("").str.extract_all(pattern)}).explode("word").drop_nulls("word")
+    return words, np.bincount(words.get_column("doc").to_numpy(), minlength=len(texts)).astype(np.int64)
 
 
 def _covered_words(positions: np.ndarray, n: int, words: int) -> np.ndarray:
@@ -323,9 +328,6 @@ def echo_shares(prompts: pl.Series, responses: pl.Series, n: int) -> pl.Series:
 
 def _word_grams(texts: pl.Series, n: int) -> tuple[pl.DataFrame, np.ndarray]:
     """(row, n-gram hash) of each text's word n-grams, and how many each row has."""
-    words = pl.DataFrame({"doc": pl.int_range(len(texts), eager=True, dtype=pl.Int64),
-                          "word": texts.fill_null("").str.to_lowercase().str.extract_all(r"\w+")}) \
-        .explode("word").drop_nulls("word")
-    lengths = np.bincount(words["doc"].to_numpy(), minlength=len(texts)).astype(np.int64)
+    words, lengths = _words(texts.str.to_lowercase(), r"\w+")
     grams, counts, _ = ngram_hashes(words["word"].hash(seed=7).to_numpy(), lengths, n, short_as_whole=True)
     return pl.DataFrame({"doc": np.repeat(np.arange(len(texts), dtype=np.int64), counts), "gram": grams}), counts
