@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from conftest import run as run_op
 from conftest import shuffled
 from dataflow import Pipeline
+from dataflow.catalog import LLM_COST
 from dataflow.errors import CompileError
 from dataflow.operators import (BalancedSample, PassRate, PreferencePairs, PyramidSample, SelectBest,
                                 learnable_band)
@@ -65,7 +66,7 @@ def test_all_pairs_above_margin_and_length_bias(builder):
     out = run(builder, PreferencePairs(strategy="all_above_margin", min_margin=1.0, max_length_ratio=1.5))
     assert sorted(out["id"].to_list()) == ["src-1>src-2", "src-1>src-3"]  # "It is 4." beats "five" by length
     assert builder.sql("select metrics from nodes where name = 'selected'")["metrics"][0] == {
-        "dropped_for_length_bias": 1, "pairs": 2, "unscored": 1}
+        **dict.fromkeys(LLM_COST), "dropped_for_length_bias": 1, "pairs": 2, "unscored": 1}
 
 
 def test_pyramid_tiers_shares_and_balance(builder):
