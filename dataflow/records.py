@@ -105,13 +105,15 @@ def write_node_meta(directory: Path, stats: NodeStats, view_of: str | None, reje
     (directory / META).write_text(json.dumps(meta, indent=1))
 
 
-def read_record(path: Path) -> Any:
-    """A JSON file that dataflow wrote; a damaged one (a disk fault, an edit by hand) is an error naming it."""
+def read_record(path: Path, written: str = "which dataflow wrote",
+                fix: str = "move it away and run the command again: it is written again, and the rest stays cached"
+                ) -> Any:
+    """A JSON file that dataflow wrote; a damaged one (a disk fault, an edit by hand) is an error naming it,
+    how it was ``written`` and the ``fix``."""
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataflowError(f"{path}, which dataflow wrote, is damaged ({exc}); move it away and run the command "
-                            f"again: it is written again, and the rest stays cached") from None
+        raise DataflowError(f"{path}, {written}, is damaged ({exc}); {fix}") from None
 
 
 def read_node_meta(entry: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from dataflow.errors import DataflowError
 from dataflow.outputs import standard_schema
+from dataflow.records import read_record
 from dataflow.trainers.inputs import BuildOutput
 
 RECORD = "dataflow_export.json"
@@ -102,11 +103,8 @@ class ExportDir:
         """The JSON of file ``name`` as an earlier export into this folder wrote it (None: there is none)."""
         if name not in self.files or not (self.root / name).exists():
             return None
-        try:
-            return json.loads((self.root / name).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataflowError(f"{self.root / name}, written by an earlier export, is damaged ({exc}); export into a "
-                                f"new folder, or remove the file and export every output of the folder again") from exc
+        return read_record(self.root / name, "written by an earlier export",
+                           "export into a new folder, or remove the file and export every output of the folder again")
 
     def text(self, name: str, text: str, shared: bool = False) -> Path:
         """A config file; ``shared``: written by every export of this format into the folder (e.g. an index)."""
