@@ -14,7 +14,7 @@ import polars as pl
 
 from dataflow.errors import DataflowError
 from dataflow.operator import REJECTS_SCHEMA
-from dataflow.records import MANIFEST, manifest_gates, read_manifest, read_runs, reject_constants, round_rows
+from dataflow.records import LLM_COST, MANIFEST, manifest_gates, read_manifest, read_runs, reject_constants, round_rows
 from dataflow.store import DATA, REJECTS
 
 SQL_TYPES = {pl.String(): "VARCHAR", pl.Float64(): "DOUBLE"}
@@ -23,7 +23,6 @@ REJECTS_EMPTY = "SELECT " + ", ".join(f"NULL::{t} AS {c}"
                                       for c, t in {**REJECTS_COLUMNS, "run_id": "VARCHAR"}.items()) + " WHERE false"
 NODE_COLUMNS = ("name", "op", "status", "inputs", "rows_in", "rows_out", "rejected", "seconds", "reason", "fingerprint",
                 "run_id")
-LLM_COST = ("llm_calls", "cache_hits", "tokens_in", "tokens_out", "model_load_s")  # metrics every nodes table has
 GATES_SCHEMA = {"node": pl.String, "condition": pl.String, "key": pl.String, "measured": pl.Float64, "note": pl.String,
                 "bound": pl.Float64, "passed": pl.Boolean, "warn": pl.Boolean, "message": pl.String}
 

@@ -26,6 +26,7 @@ RUNS = "runs.jsonl"
 STOPPED = "stopped_manifest.json"  # in .dataflow/: what the last build that stopped early left, for its report
 LOOPS = "rounds"  # <out>/rounds/<loop>/: the loops of `dataflow iterate` (trainers/rounds.py)
 ROUNDS_RECORD = "rounds.json"
+LLM_COST = ("llm_calls", "cache_hits", "tokens_in", "tokens_out", "model_load_s")  # the metrics of an LLM node's cost
 NEARLY_EMPTY = 10  # an output with fewer rows is reported as nearly empty
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, run, shuffled
 
 from dataflow import Pipeline
-from dataflow.catalog import LLM_COST
+from dataflow.records import LLM_COST
 from dataflow.errors import CompileError, DataflowError
 from dataflow.operators import Curriculum, Mix, PyramidSample
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conftest import run as run_op
 from conftest import shuffled
 from dataflow import Pipeline
-from dataflow.catalog import LLM_COST
+from dataflow.records import LLM_COST
 from dataflow.errors import CompileError
 from dataflow.operators import (BalancedSample, PassRate, PreferencePairs, PyramidSample, SelectBest,
                                 learnable_band)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from dataflow.records import read_runs, report_manifest, save_stopped_manifest, unfinished_manifest
+from dataflow.records import LLM_COST, read_runs, report_manifest, save_stopped_manifest, unfinished_manifest
 from dataflow.reports import charts, dag, history
 from dataflow.reports.distributions import Coverage, Histogram, coverage, output_histograms, score_histograms
 from dataflow.reports.examples import RejectGroup, duplicate_clusters, output_samples, reject_groups
@@ -19,7 +19,6 @@ from dataflow.reports.stored import StoredBuild
 from dataflow.store import Store
 
 REPORT = "report.html"
-LLM_METRICS = ("llm_calls", "cache_hits", "tokens_in", "tokens_out", "model_load_s")
 DIVERSITY_METRICS = ("distinct_1", "distinct_2", "mean_embedding_distance")
 OTHER_REASONS = "(other reasons)"  # the bar of the reasons a node has past those listed
 
@@ -242,14 +241,14 @@ def _coverage_section(page: Page, build: StoredBuild) -> None:
 
 def _cost_section(page: Page, build: StoredBuild) -> None:
     costly = {name: node for name, node in build.nodes.items()
-              if any(k in (node.get("metrics") or {}) for k in ("model", *LLM_METRICS))}
+              if any(k in (node.get("metrics") or {}) for k in ("model", *LLM_COST))}
     if not costly:
         page.section("cost", "LLM cost", paragraph("No step called a model.", "muted"))
         return
     rows = [[cell(name), cell(node["metrics"].get("model", "")), cell(node["status"]),
-             *[number(node["metrics"].get(k)) for k in LLM_METRICS], number(round(build.built_seconds(name), 2))]
+             *[number(node["metrics"].get(k)) for k in LLM_COST], number(round(build.built_seconds(name), 2))]
             for name, node in costly.items()]
-    totals = [sum(node["metrics"].get(k) or 0 for node in costly.values()) for k in LLM_METRICS]
+    totals = [sum(node["metrics"].get(k) or 0 for node in costly.values()) for k in LLM_COST]
     rows.append([cell("total"), cell(""), cell(""), *[number(round(t, 2)) for t in totals],
                  number(round(sum(build.built_seconds(n) for n in costly), 2))])
     tokens = [{"node": name, "tokens": node["metrics"].get(k) or 0, "kind": k}
