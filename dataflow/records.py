@@ -117,6 +117,14 @@ def read_record(path: Path, written: str = "which dataflow wrote",
         raise DataflowError(f"{path}, {written}, is damaged ({exc}); {fix}") from None
 
 
+def write_record(path: Path, value: Any) -> None:
+    """Write ``value`` as the JSON file ``path`` (its folder made first), whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=str))
+    tmp.replace(path)
+
+
 def read_node_meta(entry: Path) -> dict[str, Any]:
     return read_record(entry / META)
 
@@ -197,12 +205,8 @@ def write_manifest(store: Store, pipeline: Any, nodes: dict[str, dict[str, Any]]
                     for name, spec in outputs.items()},
         "gates": [asdict(result) for result in report.gates],
     }
-    text = json.dumps(manifest, indent=1, default=str)
-    (store.root / "builds").mkdir(parents=True, exist_ok=True)
     for path in (store.root / "builds" / f"{pipeline.name}.json", store.out / MANIFEST):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_record(path, manifest)
 
 
 def _with_run_ids(store: Store, nodes: dict[str, dict[str, Any]], run_id: str | None) -> dict[str, dict[str, Any]]:
@@ -290,9 +294,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
 
 def save_stopped_manifest(store: Store, manifest: dict[str, Any]) -> None:
     """Keep the ``unfinished_manifest`` of a build that stopped early, so its report can be made again."""
-    tmp = store.root / f".{STOPPED}.tmp"
-    tmp.write_text(json.dumps(manifest, default=str))
-    tmp.replace(store.root / STOPPED)
+    write_record(store.root / STOPPED, manifest)
 
 
 def report_manifest(out: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from dataflow.errors import DataflowError, GateError
 from dataflow.operators import Decontaminate
 from dataflow.pipeline import Pipeline, RoundsSpec
 from dataflow.progress import Progress
-from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest, read_record
+from dataflow.records import LOOPS, ROUNDS_RECORD, now, read_manifest, read_record, write_record
 from dataflow.trainers.config import CONFIGS, load_config
 from dataflow.trainers.evaluation import EvalOptions, evaluate
 from dataflow.trainers.inputs import BuildOutput, find_output, require_schema
@@ -317,10 +317,7 @@ def _write(loop_dir: Path, record: dict[str, Any]) -> None:
     done = {e["round"] for e in record["rounds"]}
     rounds = record["rounds"] + [e for r, e in sorted(record["earlier"].items()) if r not in done]
     written = {**{k: v for k, v in record.items() if k != "earlier"}, "rounds": rounds}
-    loop_dir.mkdir(parents=True, exist_ok=True)
-    tmp = loop_dir / (ROUNDS_RECORD + ".tmp")
-    tmp.write_text(json.dumps(written, indent=1, default=str))
-    tmp.replace(loop_dir / ROUNDS_RECORD)
+    write_record(loop_dir / ROUNDS_RECORD, written)
 
 
 def render(record: dict[str, Any]) -> str:

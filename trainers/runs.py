@@ -23,6 +23,7 @@ from dataflow.filehash import file_digest
 from dataflow.fingerprint import digest
 from dataflow.llm.backends import resolve_spec
 from dataflow.llm.spec import SpecError
+from dataflow.records import write_record
 
 RUNS = Path("runs")
 RECORD = "run.json"
@@ -42,9 +43,7 @@ def read_run(directory: Path) -> dict[str, Any]:
 
 
 def write_run(directory: Path, record: dict[str, Any]) -> None:
-    tmp = directory / f"{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    tmp.replace(directory / RECORD)
+    write_record(directory / RECORD, record)
 
 
 def find_run(ref: str, runs: Path = RUNS) -> Path:

@@ -5,10 +5,9 @@ so the comparison needs neither the previous build's data nor its cache entries.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from dataflow.records import read_record
+from dataflow.records import read_record, write_record
 from dataflow.reports.distributions import Histogram
 from dataflow.reports.stored import StoredBuild
 
@@ -30,10 +29,7 @@ def previous_summary(build: StoredBuild, current: dict[str, Any]) -> dict[str, A
     if saved.get("current", {}).get("build") == current["build"]:
         return saved.get("previous")
     if build.finished:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"previous": saved.get("current"), "current": current}, default=str))
-        tmp.replace(path)
+        write_record(path, {"previous": saved.get("current"), "current": current})
     return saved.get("current")
 
 

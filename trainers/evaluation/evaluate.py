@@ -24,7 +24,6 @@ samples; see ``metrics.bootstrap_interval``), seeded, so a re-evaluation gives t
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +34,7 @@ import polars as pl
 from dataflow.build import build
 from dataflow.catalog import query
 from dataflow.progress import Progress
-from dataflow.records import read_manifest
+from dataflow.records import read_manifest, write_record
 from dataflow.trainers.evaluation.exit_gates import check_gates
 from dataflow.trainers.evaluation.metrics import (
     distinct_metric,
@@ -64,10 +63,7 @@ def evaluate(model: str, on: str, options: EvalOptions = EvalOptions(), *, out: 
                           "judge": plan.judge},
               "metrics": metrics, "skipped": plan.skipped, "rejected": rejected_rows(plan.build_dir),
               "gates": gates, "passed": all(g["passed"] for g in gates)}
-    plan.directory.mkdir(parents=True, exist_ok=True)
-    tmp = plan.record_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    tmp.replace(plan.record_path)
+    write_record(plan.record_path, record)
     return record
 
 
